@@ -1,0 +1,21 @@
+//! writ-ledger: the append-only, signed, Merkle-anchored ledger.
+//!
+//! Pure parts (no I/O): [`entry`], [`hash`], [`proof`], [`checkpoint`], [`receipt`],
+//! [`tiles`]. Storage and the concurrent writer sit at the edge: [`store`] (sled),
+//! [`log`] (the single-writer core with recovery), [`writer`] (group commit on
+//! tokio), [`export`] and [`verify`] (the offline auditor).
+
+pub mod checkpoint;
+pub mod entry;
+pub mod error;
+pub mod hash;
+pub mod proof;
+pub mod receipt;
+pub mod types;
+
+pub use checkpoint::{Checkpoint, KeyRing, LogSigner, LogVerifier};
+pub use entry::{EntryDraft, PreparedEntry, MAX_ENTRY_BYTES};
+pub use error::LedgerError;
+pub use hash::{leaf_hash, node_hash, Hash};
+pub use receipt::{verify_receipt, Receipt};
+pub use types::{LeafIndex, TreeSize};

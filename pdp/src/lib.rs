@@ -1,0 +1,1 @@
+//! writ-pdp: the Cedar policy decision point (arrives with the sidecar issue).

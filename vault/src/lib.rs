@@ -1,0 +1,1 @@
+//! writ-vault: envelope-encrypted secrets (arrives with the vault issue).
