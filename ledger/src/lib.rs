@@ -9,8 +9,11 @@ pub mod checkpoint;
 pub mod entry;
 pub mod error;
 pub mod hash;
+pub mod log;
 pub mod proof;
 pub mod receipt;
+pub mod store;
+pub mod tiles;
 pub mod types;
 
 pub use checkpoint::{Checkpoint, KeyRing, LogSigner, LogVerifier};
