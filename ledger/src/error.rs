@@ -51,6 +51,14 @@ pub enum LedgerError {
         path: String,
         source: std::io::Error,
     },
+    #[error("no ledger in `{path}` (create one first)")]
+    NoLedger { path: String },
+    #[error("data dir `{path}` is in use by another process (stop the server first)")]
+    DataDirBusy { path: String },
+    #[error("key file `{path}` has mode {mode:o}; it must be readable by its owner only (chmod 600)")]
+    KeyFilePermissions { path: String, mode: u32 },
+    #[error("{at}: {reason}")]
+    VerifyFailed { at: String, reason: String },
     #[error("data dir is corrupt: {what}")]
     Corrupt { what: String },
     #[error("the ledger writer has stopped; nothing more can be recorded")]

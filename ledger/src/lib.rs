@@ -6,15 +6,21 @@
 //! tokio), [`export`] and [`verify`] (the offline auditor).
 
 pub mod checkpoint;
+pub mod datadir;
 pub mod entry;
 pub mod error;
+pub mod export;
 pub mod hash;
 pub mod log;
 pub mod proof;
+pub mod prove;
 pub mod receipt;
 pub mod store;
+pub mod tilepath;
 pub mod tiles;
 pub mod types;
+pub mod verify;
+pub mod writer;
 
 pub use checkpoint::{Checkpoint, KeyRing, LogSigner, LogVerifier};
 pub use entry::{EntryDraft, PreparedEntry, MAX_ENTRY_BYTES};

@@ -1,0 +1,140 @@
+//! Export: writes a stopped data dir as a C2SP tlog-tiles directory, plus
+//! `checkpoints/<size>` (the retained signed checkpoints) and `keys`.
+//!
+//! The export is written into a fresh sibling directory and renamed into place
+//! only when complete, so a failed export leaves nothing behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::LedgerError;
+use crate::log::Log;
+use crate::store::LedgerStore;
+use crate::tilepath::{tile_path, TileKind};
+use crate::tiles::{TILE_HEIGHT, TILE_WIDTH};
+use crate::types::{LeafIndex, TreeSize};
+
+/// What an export wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub size: TreeSize,
+    pub checkpoints: u64,
+    pub hash_tiles: u64,
+    pub entry_bundles: u64,
+}
+
+/// Exports `log` into `out`, which must not exist yet.
+pub fn export<S: LedgerStore>(log: &Log<S>, out: &Path) -> Result<ExportSummary, LedgerError> {
+    if out.exists() {
+        return Err(LedgerError::io(
+            out,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists; choose a new path"),
+        ));
+    }
+    let size = log.size();
+    if size.0 == 0 {
+        return Err(LedgerError::NoLedger {
+            path: "the log is empty; there is nothing to export".into(),
+        });
+    }
+    let name = out
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let staging = out.with_file_name(format!(".{name}.partial-{:08x}", rand::random::<u32>()));
+    let result = write_all(log, &staging, size);
+    match result {
+        Ok(summary) => {
+            fs::rename(&staging, out).map_err(|error| LedgerError::io(out, error))?;
+            Ok(summary)
+        }
+        Err(error) => {
+            let _ = fs::remove_dir_all(&staging);
+            Err(error)
+        }
+    }
+}
+
+fn write_file(root: &Path, relative: &str, bytes: &[u8]) -> Result<(), LedgerError> {
+    let path: PathBuf = root.join(relative);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|error| LedgerError::io(parent, error))?;
+    }
+    fs::write(&path, bytes).map_err(|error| LedgerError::io(&path, error))
+}
+
+fn write_all<S: LedgerStore>(log: &Log<S>, root: &Path, size: TreeSize) -> Result<ExportSummary, LedgerError> {
+    let store = log.store().as_ref();
+    fs::create_dir_all(root).map_err(|error| LedgerError::io(root, error))?;
+    let mut summary = ExportSummary {
+        size,
+        checkpoints: 0,
+        hash_tiles: 0,
+        entry_bundles: 0,
+    };
+
+    // Entry bundles: big-endian uint16 length, then the entry, 256 to a bundle.
+    let mut bundle = Vec::with_capacity(TILE_WIDTH * 256);
+    let mut in_bundle = 0usize;
+    let mut expected = 0u64;
+    for item in store.entries_from(LeafIndex(0)) {
+        let (index, entry) = item?;
+        if index.0 >= size.0 {
+            break;
+        }
+        if index.0 != expected {
+            return Err(LedgerError::corrupt(format!("entry {expected} is missing")));
+        }
+        let length = u16::try_from(entry.len())
+            .map_err(|_| LedgerError::corrupt(format!("entry {index} is larger than 64 KiB")))?;
+        bundle.extend_from_slice(&length.to_be_bytes());
+        bundle.extend_from_slice(&entry);
+        in_bundle += 1;
+        expected += 1;
+        if in_bundle == TILE_WIDTH || expected == size.0 {
+            let number = (expected - 1) / TILE_WIDTH as u64;
+            write_file(root, &tile_path(TileKind::Entries, number, in_bundle), &bundle)?;
+            summary.entry_bundles += 1;
+            bundle.clear();
+            in_bundle = 0;
+        }
+    }
+    if expected != size.0 {
+        return Err(LedgerError::corrupt(format!("entry {expected} is missing")));
+    }
+
+    // Hash tiles: the bottom row of every fat tile, and the partial tiles of `size`.
+    for level in 0u8..8 {
+        let tree_level = u32::from(level) * TILE_HEIGHT;
+        let nodes = size.0 >> tree_level;
+        if nodes == 0 {
+            break;
+        }
+        let mut tile = Vec::with_capacity(TILE_WIDTH * 32);
+        for first in (0..nodes).step_by(TILE_WIDTH) {
+            tile.clear();
+            let last = (first + TILE_WIDTH as u64).min(nodes);
+            for node in first..last {
+                tile.extend_from_slice(&log.edge().node(tree_level, node, store)?.0);
+            }
+            let width = (last - first) as usize;
+            write_file(root, &tile_path(TileKind::Hashes(level), first / TILE_WIDTH as u64, width), &tile)?;
+            summary.hash_tiles += 1;
+        }
+    }
+
+    // Checkpoints: every retained one, and the latest as `checkpoint`.
+    let mut latest = None;
+    for checkpoint in store.checkpoints_from(TreeSize(0)) {
+        let checkpoint = checkpoint?;
+        write_file(root, &format!("checkpoints/{}", checkpoint.size.0), checkpoint.note.as_bytes())?;
+        summary.checkpoints += 1;
+        latest = Some(checkpoint);
+    }
+    let latest = latest
+        .filter(|checkpoint| checkpoint.size == size)
+        .ok_or_else(|| LedgerError::corrupt(format!("no checkpoint for size {size}")))?;
+    write_file(root, "checkpoint", latest.note.as_bytes())?;
+    write_file(root, "keys", format!("{}\n", log.verifier_key()).as_bytes())?;
+    Ok(summary)
+}

@@ -1,0 +1,236 @@
+//! The offline auditor: verifies an export directory with the public key alone.
+//!
+//! It re-hashes every entry (checking its `index` is its position), rebuilds the
+//! tree and every hash tile, and checks every retained checkpoint's signature and
+//! root against the tree rebuilt from the same entries. Because every checkpoint's
+//! root is recomputed from one stream of entries, each is consistent with every
+//! later one (the consistency proofs between them are implied and not needed).
+//! Memory stays O(log n): only the tree's right edge is kept.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use crate::checkpoint::LogVerifier;
+use crate::entry::check_entry;
+use crate::error::LedgerError;
+use crate::hash::{leaf_hash, Hash, HASH_LEN};
+use crate::tilepath::{tile_path, TileKind};
+use crate::tiles::{bottom_row, NoTiles, TileId, TreeEdge, TILE_HEIGHT, TILE_WIDTH};
+use crate::types::{LeafIndex, TreeSize};
+
+/// What a successful verification covered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub size: TreeSize,
+    pub root: Hash,
+    pub checkpoints: usize,
+    pub hash_tiles: u64,
+}
+
+/// Where and why verification failed.
+fn failure(at: impl Into<String>, reason: impl Into<String>) -> LedgerError {
+    LedgerError::VerifyFailed {
+        at: at.into(),
+        reason: reason.into(),
+    }
+}
+
+fn read(root: &Path, relative: &str) -> Result<Vec<u8>, LedgerError> {
+    fs::read(root.join(relative)).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => failure(relative, "missing"),
+        _ => failure(relative, error.to_string()),
+    })
+}
+
+/// Verifies the export in `dir` against the trusted `key`. `progress` is called
+/// with (entries done, total) now and then.
+pub fn verify_export(
+    dir: &Path,
+    key: &LogVerifier,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<VerifyReport, LedgerError> {
+    if !dir.is_dir() {
+        return Err(failure(dir.display().to_string(), "not a directory"));
+    }
+    check_keys(dir, key)?;
+    let latest = key
+        .verify_checkpoint(&read(dir, "checkpoint")?)
+        .map_err(|error| failure("checkpoint", error.to_string()))?;
+    let checkpoints = read_checkpoints(dir, key, latest.size, latest.root)?;
+    let size = latest.size;
+
+    let mut edge = TreeEdge::new();
+    let mut completed: Vec<(TileId, Vec<u8>)> = Vec::new();
+    let mut hash_tiles = 0u64;
+    let mut next_checkpoint = checkpoints.iter().peekable();
+    // A root mismatch is reported once the tile holding the bad entry is checked,
+    // which names the entry more precisely.
+    let mut pending: Option<LedgerError> = None;
+    let bundles = size.0.div_ceil(TILE_WIDTH as u64);
+    for number in 0..bundles {
+        let first = number * TILE_WIDTH as u64;
+        let width = (size.0 - first).min(TILE_WIDTH as u64) as usize;
+        let path = tile_path(TileKind::Entries, number, width);
+        let bundle = read(dir, &path)?;
+        let mut rest = bundle.as_slice();
+        for offset in 0..width {
+            let index = LeafIndex(first + offset as u64);
+            let (length, tail) = rest
+                .split_first_chunk::<2>()
+                .ok_or_else(|| failure(&path, format!("ends before entry {index}")))?;
+            let (entry, tail) = tail
+                .split_at_checked(usize::from(u16::from_be_bytes(*length)))
+                .ok_or_else(|| failure(&path, format!("entry {index} is truncated")))?;
+            rest = tail;
+            check_entry(entry, index).map_err(|error| failure(format!("entry {index}"), error.to_string()))?;
+            edge.push(leaf_hash(entry), &mut completed);
+            for (id, fat) in completed.drain(..) {
+                hash_tiles += 1;
+                check_hash_tile(dir, id, bottom_row(&fat).unwrap_or_default(), TILE_WIDTH)?;
+            }
+            if let Some((&at, &root)) = next_checkpoint.peek() {
+                if edge.size() == at {
+                    next_checkpoint.next();
+                    let rebuilt = edge.root_at(at, &NoTiles)?;
+                    if rebuilt != root && pending.is_none() {
+                        pending = Some(failure(
+                            format!("checkpoints/{at}"),
+                            format!("its root does not match entries 0..{at}"),
+                        ));
+                    }
+                }
+            }
+        }
+        if !rest.is_empty() {
+            return Err(failure(&path, format!("{} bytes after the last entry", rest.len())));
+        }
+        if width == TILE_WIDTH {
+            if let Some(error) = pending.take() {
+                return Err(error);
+            }
+        }
+        progress(first + width as u64, size.0);
+    }
+    hash_tiles += check_partial_tiles(dir, &edge)?;
+    if let Some(error) = pending {
+        return Err(error);
+    }
+    Ok(VerifyReport {
+        size,
+        root: latest.root,
+        checkpoints: checkpoints.len(),
+        hash_tiles,
+    })
+}
+
+/// The `keys` file must list the trusted key first.
+fn check_keys(dir: &Path, key: &LogVerifier) -> Result<(), LedgerError> {
+    let keys = read(dir, "keys")?;
+    let keys = String::from_utf8(keys).map_err(|_| failure("keys", "not UTF-8"))?;
+    let first = keys.lines().next().unwrap_or_default();
+    let listed = LogVerifier::from_verifier_key(first).map_err(|error| failure("keys", error.to_string()))?;
+    if listed.to_verifier_key() != key.to_verifier_key() {
+        return Err(failure("keys", "the first key is not the key given to verify with"));
+    }
+    if keys.lines().count() > 1 {
+        return Err(failure("keys", "key rotation is not supported by this verifier yet"));
+    }
+    Ok(())
+}
+
+/// Reads and verifies `checkpoints/*`; returns size -> root, including the latest.
+fn read_checkpoints(
+    dir: &Path,
+    key: &LogVerifier,
+    latest_size: TreeSize,
+    latest_root: Hash,
+) -> Result<BTreeMap<TreeSize, Hash>, LedgerError> {
+    let mut roots = BTreeMap::new();
+    let listing = match fs::read_dir(dir.join("checkpoints")) {
+        Ok(listing) => listing,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(failure("checkpoints", "missing"));
+        }
+        Err(error) => return Err(failure("checkpoints", error.to_string())),
+    };
+    for item in listing {
+        let item = item.map_err(|error| failure("checkpoints", error.to_string()))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        let at = format!("checkpoints/{name}");
+        let canonical = name.bytes().all(|b| b.is_ascii_digit()) && !name.starts_with('0');
+        let size = name
+            .parse::<u64>()
+            .ok()
+            .filter(|_| canonical)
+            .ok_or_else(|| failure(&at, "file name is not a tree size"))?;
+        let checkpoint = key
+            .verify_checkpoint(&read(dir, &at)?)
+            .map_err(|error| failure(&at, error.to_string()))?;
+        if checkpoint.size.0 != size {
+            return Err(failure(&at, format!("its body says size {}", checkpoint.size)));
+        }
+        if checkpoint.size > latest_size {
+            return Err(failure(&at, format!("it is beyond the latest checkpoint ({latest_size})")));
+        }
+        roots.insert(checkpoint.size, checkpoint.root);
+    }
+    if let Some(root) = roots.get(&latest_size) {
+        if *root != latest_root {
+            return Err(failure(
+                format!("checkpoints/{latest_size}"),
+                "two signed checkpoints of the same size have different roots",
+            ));
+        }
+    }
+    roots.insert(latest_size, latest_root);
+    Ok(roots)
+}
+
+fn check_hash_tile(dir: &Path, id: TileId, expected: &[u8], width: usize) -> Result<(), LedgerError> {
+    let path = tile_path(TileKind::Hashes(id.level), id.index, width);
+    let stored = read(dir, &path)?;
+    if stored.len() != width * HASH_LEN {
+        return Err(failure(&path, format!("{} bytes instead of {}", stored.len(), width * HASH_LEN)));
+    }
+    let first_bad = stored
+        .chunks(HASH_LEN)
+        .zip(expected.chunks(HASH_LEN))
+        .position(|(stored, rebuilt)| stored != rebuilt);
+    match first_bad {
+        None => Ok(()),
+        Some(position) if id.level == 0 => Err(failure(
+            &path,
+            format!(
+                "hash {position} does not match entry {}",
+                id.index * TILE_WIDTH as u64 + position as u64
+            ),
+        )),
+        Some(position) => Err(failure(&path, format!("hash {position} does not match the tiles below"))),
+    }
+}
+
+/// Checks the partial hash tiles of the final size; returns how many there were.
+fn check_partial_tiles(dir: &Path, edge: &TreeEdge) -> Result<u64, LedgerError> {
+    let size = edge.size().0;
+    let mut checked = 0;
+    for level in 0u8..8 {
+        let tree_level = u32::from(level) * TILE_HEIGHT;
+        let nodes = size >> tree_level;
+        let width = (nodes % TILE_WIDTH as u64) as usize;
+        if nodes == 0 {
+            break;
+        }
+        if width == 0 {
+            continue;
+        }
+        let first = nodes - width as u64;
+        let mut expected = Vec::with_capacity(width * HASH_LEN);
+        for node in first..nodes {
+            expected.extend_from_slice(&edge.node(tree_level, node, &NoTiles)?.0);
+        }
+        check_hash_tile(dir, TileId { level, index: first / TILE_WIDTH as u64 }, &expected, width)?;
+        checked += 1;
+    }
+    Ok(checked)
+}
