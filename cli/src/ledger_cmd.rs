@@ -1,0 +1,395 @@
+//! `writ ledger ...` and `writ keys ...`: offline commands on a data dir or an export.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use clap::Subcommand;
+use writ_ledger::datadir::{default_origin, DataDir};
+use writ_ledger::log::Retention;
+use writ_ledger::prove::ExportReader;
+use writ_ledger::receipt::verify_receipt;
+use writ_ledger::verify::verify_export;
+use writ_ledger::writer::{self, BatchConfig};
+use writ_ledger::{EntryDraft, LeafIndex, LogVerifier, Receipt, TreeSize};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LedgerCommand {
+    /// Append synthetic entries from concurrent writers and report throughput and latency.
+    Bench {
+        /// The data dir (created with a new key if it holds no ledger).
+        #[arg(long)]
+        data: PathBuf,
+        /// How many entries to append.
+        #[arg(long)]
+        entries: u64,
+        /// How many concurrent writers.
+        #[arg(long)]
+        writers: u64,
+        /// Size of each entry in bytes (approximately; at least the fixed fields).
+        #[arg(long, default_value_t = 200)]
+        entry_bytes: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Print every receipt as a JSON line on standard output as it arrives.
+        #[arg(long)]
+        print_receipts: bool,
+        /// Longest wait for more entries before a batch is committed, in microseconds.
+        #[arg(long, default_value_t = 200)]
+        linger_us: u64,
+        /// Most entries in one batch.
+        #[arg(long, default_value_t = 4096)]
+        max_batch: usize,
+    },
+    /// Export a stopped data dir as a tlog-tiles directory.
+    Export {
+        #[arg(long)]
+        data: PathBuf,
+        /// The directory to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an export offline with the public key alone.
+    Verify {
+        export: PathBuf,
+        /// The verifier key string, or a file holding it.
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify one receipt offline.
+    VerifyReceipt {
+        receipt: PathBuf,
+        /// The file holding the exact entry bytes.
+        #[arg(long)]
+        entry: PathBuf,
+        /// The verifier key string, or a file holding it.
+        #[arg(long)]
+        key: String,
+    },
+    /// Print a receipt (tlog-proof@v1) for an entry of an export.
+    Prove {
+        export: PathBuf,
+        #[arg(long)]
+        index: u64,
+        /// The signed checkpoint's size (default: the latest).
+        #[arg(long)]
+        size: Option<u64>,
+        /// The verifier key string, or a file holding it (default: the export's `keys`).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Print the consistency proof between two signed checkpoints of an export.
+    Consistency {
+        export: PathBuf,
+        #[arg(long)]
+        old: u64,
+        #[arg(long)]
+        new: Option<u64>,
+        #[arg(long)]
+        key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Print the ledger's verifier key string.
+    Show {
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        LedgerCommand::Bench {
+            data,
+            entries,
+            writers,
+            entry_bytes,
+            json,
+            print_receipts,
+            linger_us,
+            max_batch,
+        } => {
+            let config = BatchConfig {
+                max_batch,
+                linger: std::time::Duration::from_micros(linger_us),
+                ..BatchConfig::default()
+            };
+            bench(&data, entries, writers, entry_bytes, json, print_receipts, config)
+        }
+        LedgerCommand::Export { data, out } => {
+            let log = DataDir::new(&data).open_log(Retention::default())?;
+            let summary = writ_ledger::export::export(&log, &out)?;
+            println!(
+                "exported {} entries, {} hash tiles, {} entry bundles, {} checkpoints to {}",
+                summary.size,
+                summary.hash_tiles,
+                summary.entry_bundles,
+                summary.checkpoints,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Verify { export, key, json } => verify(&export, &key, json),
+        LedgerCommand::VerifyReceipt {
+            receipt,
+            entry,
+            key,
+        } => {
+            let key = parse_key(&key)?;
+            let text = read_limited(&receipt, 64 * 1024)?;
+            let receipt = Receipt::parse(&text)?;
+            let entry = read_limited(&entry, writ_ledger::MAX_ENTRY_BYTES)?;
+            let checkpoint = verify_receipt(&receipt, &entry, &key)?;
+            println!(
+                "ok: entry {} is in {} at size {} (root {})",
+                receipt.index,
+                checkpoint.origin,
+                checkpoint.size,
+                checkpoint.root.to_base64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Prove {
+            export,
+            index,
+            size,
+            key,
+        } => {
+            let reader = ExportReader::open(&export, export_key(&export, key.as_deref())?)?;
+            let receipt = reader.prove(LeafIndex(index), size.map(TreeSize))?;
+            print!("{}", receipt.to_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Consistency {
+            export,
+            old,
+            new,
+            key,
+        } => {
+            let reader = ExportReader::open(&export, export_key(&export, key.as_deref())?)?;
+            let (old, new, proof) = reader.consistency(TreeSize(old), new.map(TreeSize))?;
+            println!("consistency {} {}", old.size, new.size);
+            println!("old {}", old.root.to_base64());
+            println!("new {}", new.root.to_base64());
+            for hash in proof {
+                println!("{}", hash.to_base64());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) fn run_keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Show { data } => {
+            let dir = DataDir::new(&data);
+            if !dir.exists() {
+                bail!("no ledger in `{}`", data.display());
+            }
+            println!("{}", dir.signer()?.verifier_key());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads a file, refusing one larger than `limit` bytes.
+fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
+    let length = std::fs::metadata(path)
+        .with_context(|| format!("`{}`", path.display()))?
+        .len();
+    if length > limit as u64 {
+        bail!("`{}` is {length} bytes; the limit is {limit}", path.display());
+    }
+    std::fs::read(path).with_context(|| format!("`{}`", path.display()))
+}
+
+/// A verifier key given inline, or in a file.
+fn parse_key(value: &str) -> anyhow::Result<LogVerifier> {
+    match LogVerifier::from_verifier_key(value.trim()) {
+        Ok(key) => Ok(key),
+        Err(inline_error) => {
+            let path = Path::new(value);
+            if path.is_file() {
+                let text = read_limited(path, 4096)?;
+                let text = String::from_utf8_lossy(&text);
+                let first = text.lines().next().unwrap_or_default();
+                LogVerifier::from_verifier_key(first.trim())
+                    .with_context(|| format!("key file `{value}`"))
+            } else {
+                Err(inline_error).context("--key is neither a verifier key nor a file")
+            }
+        }
+    }
+}
+
+fn export_key(export: &Path, key: Option<&str>) -> anyhow::Result<LogVerifier> {
+    match key {
+        Some(key) => parse_key(key),
+        None => parse_key(&export.join("keys").display().to_string()),
+    }
+}
+
+fn verify(export: &Path, key: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let key = parse_key(key)?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries {per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let started = Instant::now();
+    let mut progress = |done: u64, total: u64| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let result = verify_export(export, &key, &mut progress);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": true,
+                        "size": report.size.0,
+                        "root": report.root.to_base64(),
+                        "checkpoints": report.checkpoints,
+                        "hash_tiles": report.hash_tiles,
+                        "seconds": seconds,
+                        "entries_per_sec": report.size.0 as f64 / seconds.max(1e-9),
+                    })
+                );
+            } else {
+                println!(
+                    "ok: {} entries, {} checkpoints, {} hash tiles verified; root {} ({:.2}s)",
+                    report.size,
+                    report.checkpoints,
+                    report.hash_tiles,
+                    report.root.to_base64(),
+                    seconds
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            if json {
+                println!("{}", serde_json::json!({ "ok": false, "error": error.to_string() }));
+            } else {
+                eprintln!("FAILED: {error}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn bench(
+    data: &Path,
+    entries: u64,
+    writers: u64,
+    entry_bytes: usize,
+    json: bool,
+    print_receipts: bool,
+    config: BatchConfig,
+) -> anyhow::Result<ExitCode> {
+    if writers == 0 {
+        bail!("--writers must be at least 1");
+    }
+    let dir = DataDir::new(data);
+    if !dir.exists() {
+        dir.init(&default_origin())?;
+    }
+    let log = dir.open_log(Retention::default())?;
+    let (writer, committer) = writer::spawn(log, config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let padding = "x".repeat(entry_bytes.saturating_sub(150));
+    let started = Instant::now();
+    let latencies = runtime.block_on(async move {
+        let mut tasks = Vec::new();
+        for worker in 0..writers {
+            let writer = writer.clone();
+            let padding = padding.clone();
+            let count = entries / writers + u64::from(worker < entries % writers);
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(count as usize);
+                for n in 0..count {
+                    let draft = EntryDraft {
+                        kind: "bench".into(),
+                        actor: format!("Agent::\"bench-{worker}\""),
+                        workspace: "bench".into(),
+                        fields: serde_json::json!({ "n": n, "pad": padding })
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default(),
+                    };
+                    let submitted = Instant::now();
+                    let receipt = writer.append(&draft).await?;
+                    latencies.push(submitted.elapsed().as_micros() as u64);
+                    if print_receipts {
+                        let line = serde_json::json!({
+                            "index": receipt.index.0,
+                            "receipt": receipt.to_text(),
+                        });
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "{line}").and_then(|()| out.flush())?;
+                    }
+                }
+                anyhow::Ok(latencies)
+            }));
+        }
+        let mut all = Vec::with_capacity(entries as usize);
+        for task in tasks {
+            all.extend(task.await??);
+        }
+        anyhow::Ok(all)
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    committer.join()?;
+    let mut latencies = latencies;
+    latencies.sort_unstable();
+    let percentile = |p: f64| -> u64 {
+        let rank = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        latencies.get(rank).copied().unwrap_or(0)
+    };
+    let rate = entries as f64 / seconds.max(1e-9);
+    if print_receipts {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "entries": entries,
+                "writers": writers,
+                "seconds": seconds,
+                "entries_per_sec": rate,
+                "p50_us": percentile(0.50),
+                "p99_us": percentile(0.99),
+            })
+        );
+    } else {
+        println!(
+            "{entries} entries from {writers} writers in {seconds:.3}s: {rate:.0} entries/s, p50 {} us, p99 {} us",
+            percentile(0.50),
+            percentile(0.99)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
