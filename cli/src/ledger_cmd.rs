@@ -121,7 +121,15 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
                 linger: std::time::Duration::from_micros(linger_us),
                 ..BatchConfig::default()
             };
-            bench(&data, entries, writers, entry_bytes, json, print_receipts, config)
+            bench(
+                &data,
+                entries,
+                writers,
+                entry_bytes,
+                json,
+                print_receipts,
+                config,
+            )
         }
         LedgerCommand::Export { data, out } => {
             let log = DataDir::new(&data).open_log(Retention::default())?;
@@ -205,7 +213,10 @@ fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("`{}`", path.display()))?
         .len();
     if length > limit as u64 {
-        bail!("`{}` is {length} bytes; the limit is {limit}", path.display());
+        bail!(
+            "`{}` is {length} bytes; the limit is {limit}",
+            path.display()
+        );
     }
     std::fs::read(path).with_context(|| format!("`{}`", path.display()))
 }
@@ -241,8 +252,10 @@ fn verify(export: &Path, key: &str, json: bool) -> anyhow::Result<ExitCode> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries {per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} entries {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar
     });
@@ -287,7 +300,10 @@ fn verify(export: &Path, key: &str, json: bool) -> anyhow::Result<ExitCode> {
         }
         Err(error) => {
             if json {
-                println!("{}", serde_json::json!({ "ok": false, "error": error.to_string() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "error": error.to_string() })
+                );
             } else {
                 eprintln!("FAILED: {error}");
             }
@@ -392,4 +408,3 @@ fn bench(
     }
     Ok(ExitCode::SUCCESS)
 }
-

@@ -90,7 +90,9 @@ impl LogSigner {
         if *alg != ALG_ED25519 {
             return Err(malformed("not an Ed25519 key"));
         }
-        let seed: &[u8; 32] = seed.try_into().map_err(|_| malformed("seed is not 32 bytes"))?;
+        let seed: &[u8; 32] = seed
+            .try_into()
+            .map_err(|_| malformed("seed is not 32 bytes"))?;
         let signer = Self::from_seed(name, seed)?;
         if id_hex.len() != 8 || format!("{:08x}", signer.key_id) != id_hex {
             return Err(malformed("key id does not match the key"));
@@ -267,9 +269,7 @@ pub fn verify_note(note: &[u8], keys: &KeyRing) -> Result<Vec<u8>, LedgerError> 
         reason: error.to_string(),
     })?;
     parsed.verify(keys).map_err(|error| match error {
-        signed_note::NoteError::UnverifiedNote => LedgerError::UnsignedNote {
-            key: keys.names(),
-        },
+        signed_note::NoteError::UnverifiedNote => LedgerError::UnsignedNote { key: keys.names() },
         signed_note::NoteError::InvalidSignature { name, .. } => {
             LedgerError::BadSignature { key: name }
         }
@@ -298,7 +298,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The note text: `origin\nsize\nbase64(root)\n`.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size.0, self.root.to_base64())
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size.0,
+            self.root.to_base64()
+        )
     }
 
     /// Parses a checkpoint body (extension lines are accepted and ignored).
@@ -334,7 +339,10 @@ mod tests {
         };
         let note = signer.sign(&checkpoint).unwrap();
         let verifier = LogVerifier::from_verifier_key(&signer.verifier_key()).unwrap();
-        assert_eq!(verifier.verify_checkpoint(note.as_bytes()).unwrap(), checkpoint);
+        assert_eq!(
+            verifier.verify_checkpoint(note.as_bytes()).unwrap(),
+            checkpoint
+        );
     }
 
     #[test]

@@ -53,7 +53,10 @@ impl EntryDraft {
     pub fn prepare(&self) -> Result<PreparedEntry, LedgerError> {
         if !is_valid_kind(&self.kind) {
             return Err(LedgerError::MalformedEntry {
-                reason: format!("kind `{}` is not lowercase words joined by `.` or `_`", self.kind),
+                reason: format!(
+                    "kind `{}` is not lowercase words joined by `.` or `_`",
+                    self.kind
+                ),
             });
         }
         if let Some(name) = self
@@ -68,7 +71,11 @@ impl EntryDraft {
         tail.push(b',');
         write_field(&mut tail, "actor", &Value::String(self.actor.clone()))?;
         tail.push(b',');
-        write_field(&mut tail, "workspace", &Value::String(self.workspace.clone()))?;
+        write_field(
+            &mut tail,
+            "workspace",
+            &Value::String(self.workspace.clone()),
+        )?;
         let mut names: Vec<&String> = self.fields.keys().collect();
         names.sort();
         for name in names {
@@ -201,7 +208,9 @@ mod tests {
 
     #[test]
     fn reserved_fields_and_bad_kinds_are_refused() {
-        let err = draft(serde_json::json!({"index": 7})).prepare().unwrap_err();
+        let err = draft(serde_json::json!({"index": 7}))
+            .prepare()
+            .unwrap_err();
         assert!(matches!(err, LedgerError::ReservedField { .. }));
         let mut bad = draft(serde_json::json!({}));
         bad.kind = "Decision\n".into();
@@ -211,14 +220,20 @@ mod tests {
     #[test]
     fn oversized_entries_are_refused_before_the_writer_sees_them() {
         let big = "x".repeat(MAX_ENTRY_BYTES);
-        let err = draft(serde_json::json!({ "blob": big })).prepare().unwrap_err();
+        let err = draft(serde_json::json!({ "blob": big }))
+            .prepare()
+            .unwrap_err();
         assert!(matches!(err, LedgerError::EntryTooLarge { .. }), "{err}");
     }
 
     #[test]
     fn the_largest_accepted_entry_fits_the_bundle_prefix() {
         // Find the largest blob that prepares; its encoding at the largest index must fit.
-        let overhead = draft(serde_json::json!({ "blob": "" })).prepare().unwrap().tail.len();
+        let overhead = draft(serde_json::json!({ "blob": "" }))
+            .prepare()
+            .unwrap()
+            .tail
+            .len();
         let room = MAX_ENTRY_BYTES - MAX_HEADER_BYTES - overhead;
         let prepared = draft(serde_json::json!({ "blob": "y".repeat(room) }))
             .prepare()

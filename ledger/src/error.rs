@@ -55,7 +55,9 @@ pub enum LedgerError {
     NoLedger { path: String },
     #[error("data dir `{path}` is in use by another process (stop the server first)")]
     DataDirBusy { path: String },
-    #[error("key file `{path}` has mode {mode:o}; it must be readable by its owner only (chmod 600)")]
+    #[error(
+        "key file `{path}` has mode {mode:o}; it must be readable by its owner only (chmod 600)"
+    )]
     KeyFilePermissions { path: String, mode: u32 },
     #[error("{at}: {reason}")]
     VerifyFailed { at: String, reason: String },

@@ -28,7 +28,10 @@ pub fn export<S: LedgerStore>(log: &Log<S>, out: &Path) -> Result<ExportSummary,
     if out.exists() {
         return Err(LedgerError::io(
             out,
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists; choose a new path"),
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists; choose a new path",
+            ),
         ));
     }
     let size = log.size();
@@ -63,7 +66,11 @@ fn write_file(root: &Path, relative: &str, bytes: &[u8]) -> Result<(), LedgerErr
     fs::write(&path, bytes).map_err(|error| LedgerError::io(&path, error))
 }
 
-fn write_all<S: LedgerStore>(log: &Log<S>, root: &Path, size: TreeSize) -> Result<ExportSummary, LedgerError> {
+fn write_all<S: LedgerStore>(
+    log: &Log<S>,
+    root: &Path,
+    size: TreeSize,
+) -> Result<ExportSummary, LedgerError> {
     let store = log.store().as_ref();
     fs::create_dir_all(root).map_err(|error| LedgerError::io(root, error))?;
     let mut summary = ExportSummary {
@@ -93,7 +100,11 @@ fn write_all<S: LedgerStore>(log: &Log<S>, root: &Path, size: TreeSize) -> Resul
         expected += 1;
         if in_bundle == TILE_WIDTH || expected == size.0 {
             let number = (expected - 1) / TILE_WIDTH as u64;
-            write_file(root, &tile_path(TileKind::Entries, number, in_bundle), &bundle)?;
+            write_file(
+                root,
+                &tile_path(TileKind::Entries, number, in_bundle),
+                &bundle,
+            )?;
             summary.entry_bundles += 1;
             bundle.clear();
             in_bundle = 0;
@@ -118,7 +129,11 @@ fn write_all<S: LedgerStore>(log: &Log<S>, root: &Path, size: TreeSize) -> Resul
                 tile.extend_from_slice(&log.edge().node(tree_level, node, store)?.0);
             }
             let width = (last - first) as usize;
-            write_file(root, &tile_path(TileKind::Hashes(level), first / TILE_WIDTH as u64, width), &tile)?;
+            write_file(
+                root,
+                &tile_path(TileKind::Hashes(level), first / TILE_WIDTH as u64, width),
+                &tile,
+            )?;
             summary.hash_tiles += 1;
         }
     }
@@ -127,7 +142,11 @@ fn write_all<S: LedgerStore>(log: &Log<S>, root: &Path, size: TreeSize) -> Resul
     let mut latest = None;
     for checkpoint in store.checkpoints_from(TreeSize(0)) {
         let checkpoint = checkpoint?;
-        write_file(root, &format!("checkpoints/{}", checkpoint.size.0), checkpoint.note.as_bytes())?;
+        write_file(
+            root,
+            &format!("checkpoints/{}", checkpoint.size.0),
+            checkpoint.note.as_bytes(),
+        )?;
         summary.checkpoints += 1;
         latest = Some(checkpoint);
     }

@@ -10,7 +10,9 @@ use crate::error::LedgerError;
 use crate::hash::{leaf_hash, Hash};
 use crate::receipt::Receipt;
 use crate::store::{CommitBatch, LedgerStore, StoredCheckpoint, STORE_FORMAT};
-use crate::tiles::{build_fat_tile, tile_root, PendingTiles, TileId, TreeEdge, TILE_HEIGHT, TILE_WIDTH};
+use crate::tiles::{
+    build_fat_tile, tile_root, PendingTiles, TileId, TreeEdge, TILE_HEIGHT, TILE_WIDTH,
+};
 use crate::types::{LeafIndex, TreeSize};
 
 /// Where the ledger gets the time from (tests inject a fixed or stepping clock).
@@ -98,7 +100,10 @@ impl<S: LedgerStore> Log<S> {
         let key = signer.verifier_key();
         match (store.meta("format")?, store.meta("verifier_key")?) {
             (None, None) if store.size()?.0 == 0 => {
-                store.set_meta(&[("format", STORE_FORMAT.as_bytes()), ("verifier_key", key.as_bytes())])?;
+                store.set_meta(&[
+                    ("format", STORE_FORMAT.as_bytes()),
+                    ("verifier_key", key.as_bytes()),
+                ])?;
             }
             (Some(format), Some(stored_key)) => {
                 if format != STORE_FORMAT.as_bytes() {
@@ -114,12 +119,20 @@ impl<S: LedgerStore> Log<S> {
                     )));
                 }
             }
-            _ => return Err(LedgerError::corrupt("metadata (format or verifier key) is missing")),
+            _ => {
+                return Err(LedgerError::corrupt(
+                    "metadata (format or verifier key) is missing",
+                ))
+            }
         }
         let size = store.size()?;
         let discarded = store.truncate_entries(LeafIndex(size.0))?;
         if discarded > 0 {
-            tracing::warn!(discarded, size = size.0, "discarded entries past the committed size");
+            tracing::warn!(
+                discarded,
+                size = size.0,
+                "discarded entries past the committed size"
+            );
         }
         let edge = rebuild_edge(store.as_ref(), size)?;
         check_last_full_tiles(store.as_ref(), size)?;
@@ -159,12 +172,20 @@ impl<S: LedgerStore> Log<S> {
     }
 
     /// The inclusion proof of `index` in the tree of `size`.
-    pub fn inclusion_proof(&self, index: LeafIndex, size: TreeSize) -> Result<Vec<Hash>, LedgerError> {
+    pub fn inclusion_proof(
+        &self,
+        index: LeafIndex,
+        size: TreeSize,
+    ) -> Result<Vec<Hash>, LedgerError> {
         self.edge.inclusion_proof(index, size, self.store.as_ref())
     }
 
     /// The consistency proof from `old` to `new`.
-    pub fn consistency_proof(&self, old: TreeSize, new: TreeSize) -> Result<Vec<Hash>, LedgerError> {
+    pub fn consistency_proof(
+        &self,
+        old: TreeSize,
+        new: TreeSize,
+    ) -> Result<Vec<Hash>, LedgerError> {
         self.edge.consistency_proof(old, new, self.store.as_ref())
     }
 
@@ -226,7 +247,9 @@ impl<S: LedgerStore> Log<S> {
                 let index = LeafIndex(index);
                 Ok(Receipt {
                     index,
-                    proof: self.edge.inclusion_proof(index, size, self.store.as_ref())?,
+                    proof: self
+                        .edge
+                        .inclusion_proof(index, size, self.store.as_ref())?,
                     checkpoint: note.clone(),
                     extra: None,
                 })
@@ -347,7 +370,9 @@ fn check_latest_checkpoint<S: LedgerStore>(
         return if size.0 == 0 {
             Ok(0)
         } else {
-            Err(LedgerError::corrupt(format!("no checkpoint for the {size} stored entries")))
+            Err(LedgerError::corrupt(format!(
+                "no checkpoint for the {size} stored entries"
+            )))
         };
     };
     if latest.size != size {

@@ -37,7 +37,8 @@ fn failure(at: impl Into<String>, reason: impl Into<String>) -> LedgerError {
 impl ExportReader {
     /// Opens `dir`, verifying its latest checkpoint with `key`.
     pub fn open(dir: &Path, key: LogVerifier) -> Result<Self, LedgerError> {
-        let note = fs::read(dir.join("checkpoint")).map_err(|error| failure("checkpoint", error.to_string()))?;
+        let note = fs::read(dir.join("checkpoint"))
+            .map_err(|error| failure("checkpoint", error.to_string()))?;
         let latest = key
             .verify_checkpoint(&note)
             .map_err(|error| failure("checkpoint", error.to_string()))?;
@@ -81,7 +82,8 @@ impl ExportReader {
         let number = index.0 / TILE_WIDTH as u64;
         let width = (size.0 - number * TILE_WIDTH as u64).min(TILE_WIDTH as u64) as usize;
         let path = tile_path(TileKind::Entries, number, width);
-        let bundle = fs::read(self.dir.join(&path)).map_err(|error| failure(&path, error.to_string()))?;
+        let bundle =
+            fs::read(self.dir.join(&path)).map_err(|error| failure(&path, error.to_string()))?;
         let mut rest = bundle.as_slice();
         for offset in 0..=(index.0 % TILE_WIDTH as u64) {
             let (length, tail) = rest
@@ -111,8 +113,14 @@ impl ExportReader {
             .map_err(|error| failure("tile", error.to_string()))?;
         let proof: Vec<Hash> = proof.into_iter().map(Hash::from_tlog).collect();
         let entry = self.entry(index)?;
-        verify_inclusion(index, checkpoint.size, &leaf_hash(&entry), &proof, &checkpoint.root)
-            .map_err(|error| failure(format!("entry {index}"), error.to_string()))?;
+        verify_inclusion(
+            index,
+            checkpoint.size,
+            &leaf_hash(&entry),
+            &proof,
+            &checkpoint.root,
+        )
+        .map_err(|error| failure(format!("entry {index}"), error.to_string()))?;
         Ok(Receipt {
             index,
             proof,
@@ -133,7 +141,10 @@ impl ExportReader {
             return Err(LedgerError::EmptyOldTree);
         }
         if old > new_checkpoint.size {
-            return Err(LedgerError::SizeOrder { old, new: new_checkpoint.size });
+            return Err(LedgerError::SizeOrder {
+                old,
+                new: new_checkpoint.size,
+            });
         }
         let proof = if old == new_checkpoint.size {
             Vec::new()
@@ -144,7 +155,13 @@ impl ExportReader {
                 .map(Hash::from_tlog)
                 .collect()
         };
-        verify_consistency(old, new_checkpoint.size, &old_checkpoint.root, &new_checkpoint.root, &proof)?;
+        verify_consistency(
+            old,
+            new_checkpoint.size,
+            &old_checkpoint.root,
+            &new_checkpoint.root,
+            &proof,
+        )?;
         Ok((old_checkpoint, new_checkpoint, proof))
     }
 
@@ -156,7 +173,8 @@ impl ExportReader {
         let nodes = self.latest.size.0 >> (u32::from(level) * TILE_HEIGHT);
         let width = (nodes - index * TILE_WIDTH as u64).min(TILE_WIDTH as u64) as usize;
         let path = tile_path(TileKind::Hashes(level), index, width);
-        let tile = fs::read(self.dir.join(&path)).map_err(|error| failure(&path, error.to_string()))?;
+        let tile =
+            fs::read(self.dir.join(&path)).map_err(|error| failure(&path, error.to_string()))?;
         if tile.len() != width * HASH_LEN {
             return Err(failure(&path, "wrong length"));
         }

@@ -73,7 +73,9 @@ impl Receipt {
                     .decode(encoded)
                     .map_err(|_| bad(number, "extra data is not base64"))?,
             );
-            (number, line) = lines.next().ok_or(bad(number + 1, "missing `index` line"))?;
+            (number, line) = lines
+                .next()
+                .ok_or(bad(number + 1, "missing `index` line"))?;
         }
         let digits = line
             .strip_prefix("index ")
@@ -140,7 +142,10 @@ mod tests {
     #[test]
     fn text_round_trips() {
         let receipt = sample();
-        assert_eq!(Receipt::parse(receipt.to_text().as_bytes()).unwrap(), receipt);
+        assert_eq!(
+            Receipt::parse(receipt.to_text().as_bytes()).unwrap(),
+            receipt
+        );
         let mut with_extra = sample();
         with_extra.extra = Some(b"hi".to_vec());
         assert_eq!(

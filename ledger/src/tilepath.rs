@@ -50,8 +50,17 @@ mod tests {
     #[test]
     fn paths_follow_the_spec_examples() {
         assert_eq!(tile_path(TileKind::Hashes(0), 0, 256), "tile/0/000");
-        assert_eq!(tile_path(TileKind::Hashes(4), 1_234_067, 1), "tile/4/x001/x234/067.p/1");
-        assert_eq!(tile_path(TileKind::Hashes(4), 1_234_067, 256), "tile/4/x001/x234/067");
-        assert_eq!(tile_path(TileKind::Entries, 1000, 17), "tile/entries/x001/000.p/17");
+        assert_eq!(
+            tile_path(TileKind::Hashes(4), 1_234_067, 1),
+            "tile/4/x001/x234/067.p/1"
+        );
+        assert_eq!(
+            tile_path(TileKind::Hashes(4), 1_234_067, 256),
+            "tile/4/x001/x234/067"
+        );
+        assert_eq!(
+            tile_path(TileKind::Entries, 1000, 17),
+            "tile/entries/x001/000.p/17"
+        );
     }
 }

@@ -53,7 +53,12 @@ pub trait TileSource {
 }
 
 /// Reads one hash out of stored fat-tile bytes, naming the tile if it is short.
-pub fn hash_in_tile(tile: &[u8], id: TileId, row: u32, position: usize) -> Result<Hash, LedgerError> {
+pub fn hash_in_tile(
+    tile: &[u8],
+    id: TileId,
+    row: u32,
+    position: usize,
+) -> Result<Hash, LedgerError> {
     if tile.len() != FAT_TILE_BYTES {
         return Err(LedgerError::corrupt(format!(
             "tile {}/{} has {} bytes instead of {FAT_TILE_BYTES}",
@@ -63,7 +68,10 @@ pub fn hash_in_tile(tile: &[u8], id: TileId, row: u32, position: usize) -> Resul
         )));
     }
     fat_tile_hash(tile, row, position).ok_or_else(|| {
-        LedgerError::corrupt(format!("tile {}/{} has no hash at row {row}, position {position}", id.level, id.index))
+        LedgerError::corrupt(format!(
+            "tile {}/{} has no hash at row {row}, position {position}",
+            id.level, id.index
+        ))
     })
 }
 
@@ -190,9 +198,9 @@ impl TreeEdge {
             index: index >> (TILE_HEIGHT - row),
         };
         let position = (index % (TILE_WIDTH >> row) as u64) as usize;
-        source
-            .tile_hash(id, row, position)?
-            .ok_or_else(|| LedgerError::corrupt(format!("tile {}/{} is missing", id.level, id.index)))
+        source.tile_hash(id, row, position)?.ok_or_else(|| {
+            LedgerError::corrupt(format!("tile {}/{} is missing", id.level, id.index))
+        })
     }
 
     /// Rebuilds the edge of a tree of `size` from stored tiles and the last leaves.
@@ -297,7 +305,9 @@ pub fn tile_root(source: &dyn TileSource, level: u8, index: u64) -> Result<Hash,
     let top = TILE_HEIGHT - 1;
     match (source.tile_hash(id, top, 0)?, source.tile_hash(id, top, 1)?) {
         (Some(left), Some(right)) => Ok(node_hash(&left, &right)),
-        _ => Err(LedgerError::corrupt(format!("tile {level}/{index} is missing"))),
+        _ => Err(LedgerError::corrupt(format!(
+            "tile {level}/{index} is missing"
+        ))),
     }
 }
 
@@ -366,7 +376,12 @@ impl std::fmt::Debug for PendingTiles<'_> {
 }
 
 impl TileSource for PendingTiles<'_> {
-    fn tile_hash(&self, id: TileId, row: u32, position: usize) -> Result<Option<Hash>, LedgerError> {
+    fn tile_hash(
+        &self,
+        id: TileId,
+        row: u32,
+        position: usize,
+    ) -> Result<Option<Hash>, LedgerError> {
         match self.pending.iter().find(|(pending, _)| *pending == id) {
             Some((_, tile)) => hash_in_tile(tile, id, row, position).map(Some),
             None => self.store.tile_hash(id, row, position),

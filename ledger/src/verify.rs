@@ -68,50 +68,57 @@ pub fn verify_export(
     // which names the entry more precisely.
     let mut pending: Option<LedgerError> = None;
     let bundles = size.0.div_ceil(TILE_WIDTH as u64);
-    for number in 0..bundles {
-        let first = number * TILE_WIDTH as u64;
-        let width = (size.0 - first).min(TILE_WIDTH as u64) as usize;
-        let path = tile_path(TileKind::Entries, number, width);
-        let bundle = read(dir, &path)?;
-        let mut rest = bundle.as_slice();
-        for offset in 0..width {
-            let index = LeafIndex(first + offset as u64);
-            let (length, tail) = rest
-                .split_first_chunk::<2>()
-                .ok_or_else(|| failure(&path, format!("ends before entry {index}")))?;
-            let (entry, tail) = tail
-                .split_at_checked(usize::from(u16::from_be_bytes(*length)))
-                .ok_or_else(|| failure(&path, format!("entry {index} is truncated")))?;
-            rest = tail;
-            check_entry(entry, index).map_err(|error| failure(format!("entry {index}"), error.to_string()))?;
-            edge.push(leaf_hash(entry), &mut completed);
-            for (id, fat) in completed.drain(..) {
-                hash_tiles += 1;
-                check_hash_tile(dir, id, bottom_row(&fat).unwrap_or_default(), TILE_WIDTH)?;
-            }
-            if let Some((&at, &root)) = next_checkpoint.peek() {
-                if edge.size() == at {
-                    next_checkpoint.next();
-                    let rebuilt = edge.root_at(at, &NoTiles)?;
-                    if rebuilt != root && pending.is_none() {
-                        pending = Some(failure(
-                            format!("checkpoints/{at}"),
-                            format!("its root does not match entries 0..{at}"),
-                        ));
+    std::thread::scope(|scope| -> Result<(), LedgerError> {
+        // Parsing and leaf hashing (most of the work) run on HASH_WORKERS threads,
+        // each taking every HASH_WORKERS-th bundle; this thread builds the tree in
+        // order. Bounded queues keep memory constant.
+        let receivers: Vec<_> = (0..HASH_WORKERS)
+            .map(|worker| {
+                let (sender, receiver) = crossbeam_channel::bounded(QUEUED_BUNDLES);
+                scope.spawn(move || {
+                    for number in (worker..bundles).step_by(HASH_WORKERS as usize) {
+                        if sender.send(hash_bundle(dir, number, size)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                receiver
+            })
+            .collect();
+        for number in 0..bundles {
+            let worker = (number % HASH_WORKERS) as usize;
+            let leaves = receivers
+                .get(worker)
+                .and_then(|receiver| receiver.recv().ok())
+                .ok_or_else(|| failure("verifier", "a hashing thread stopped"))??;
+            for leaf in leaves.iter() {
+                edge.push(*leaf, &mut completed);
+                for (id, fat) in completed.drain(..) {
+                    hash_tiles += 1;
+                    check_hash_tile(dir, id, bottom_row(&fat).unwrap_or_default(), TILE_WIDTH)?;
+                }
+                if let Some((&at, &root)) = next_checkpoint.peek() {
+                    if edge.size() == at {
+                        next_checkpoint.next();
+                        let rebuilt = edge.root_at(at, &NoTiles)?;
+                        if rebuilt != root && pending.is_none() {
+                            pending = Some(failure(
+                                format!("checkpoints/{at}"),
+                                format!("its root does not match entries 0..{at}"),
+                            ));
+                        }
                     }
                 }
             }
-        }
-        if !rest.is_empty() {
-            return Err(failure(&path, format!("{} bytes after the last entry", rest.len())));
-        }
-        if width == TILE_WIDTH {
-            if let Some(error) = pending.take() {
-                return Err(error);
+            if leaves.len() == TILE_WIDTH {
+                if let Some(error) = pending.take() {
+                    return Err(error);
+                }
             }
+            progress(edge.size().0, size.0);
         }
-        progress(first + width as u64, size.0);
-    }
+        Ok(())
+    })?;
     hash_tiles += check_partial_tiles(dir, &edge)?;
     if let Some(error) = pending {
         return Err(error);
@@ -124,17 +131,59 @@ pub fn verify_export(
     })
 }
 
+/// Threads that parse and hash entry bundles.
+const HASH_WORKERS: u64 = 2;
+/// Bundles each hashing thread may run ahead of the tree builder.
+const QUEUED_BUNDLES: usize = 64;
+
+/// Reads bundle `number`, checks every entry in it and returns their leaf hashes.
+fn hash_bundle(dir: &Path, number: u64, size: TreeSize) -> Result<Vec<Hash>, LedgerError> {
+    let first = number * TILE_WIDTH as u64;
+    let width = (size.0 - first).min(TILE_WIDTH as u64) as usize;
+    let path = tile_path(TileKind::Entries, number, width);
+    let bundle = read(dir, &path)?;
+    let mut rest = bundle.as_slice();
+    let mut leaves = Vec::with_capacity(width);
+    for offset in 0..width {
+        let index = LeafIndex(first + offset as u64);
+        let (length, tail) = rest
+            .split_first_chunk::<2>()
+            .ok_or_else(|| failure(&path, format!("ends before entry {index}")))?;
+        let (entry, tail) = tail
+            .split_at_checked(usize::from(u16::from_be_bytes(*length)))
+            .ok_or_else(|| failure(&path, format!("entry {index} is truncated")))?;
+        rest = tail;
+        check_entry(entry, index)
+            .map_err(|error| failure(format!("entry {index}"), error.to_string()))?;
+        leaves.push(leaf_hash(entry));
+    }
+    if !rest.is_empty() {
+        return Err(failure(
+            &path,
+            format!("{} bytes after the last entry", rest.len()),
+        ));
+    }
+    Ok(leaves)
+}
+
 /// The `keys` file must list the trusted key first.
 fn check_keys(dir: &Path, key: &LogVerifier) -> Result<(), LedgerError> {
     let keys = read(dir, "keys")?;
     let keys = String::from_utf8(keys).map_err(|_| failure("keys", "not UTF-8"))?;
     let first = keys.lines().next().unwrap_or_default();
-    let listed = LogVerifier::from_verifier_key(first).map_err(|error| failure("keys", error.to_string()))?;
+    let listed = LogVerifier::from_verifier_key(first)
+        .map_err(|error| failure("keys", error.to_string()))?;
     if listed.to_verifier_key() != key.to_verifier_key() {
-        return Err(failure("keys", "the first key is not the key given to verify with"));
+        return Err(failure(
+            "keys",
+            "the first key is not the key given to verify with",
+        ));
     }
     if keys.lines().count() > 1 {
-        return Err(failure("keys", "key rotation is not supported by this verifier yet"));
+        return Err(failure(
+            "keys",
+            "key rotation is not supported by this verifier yet",
+        ));
     }
     Ok(())
 }
@@ -154,24 +203,41 @@ fn read_checkpoints(
         }
         Err(error) => return Err(failure("checkpoints", error.to_string())),
     };
+    let mut files = Vec::new();
     for item in listing {
         let item = item.map_err(|error| failure("checkpoints", error.to_string()))?;
-        let name = item.file_name().to_string_lossy().into_owned();
-        let at = format!("checkpoints/{name}");
-        let canonical = name.bytes().all(|b| b.is_ascii_digit()) && !name.starts_with('0');
-        let size = name
-            .parse::<u64>()
-            .ok()
-            .filter(|_| canonical)
-            .ok_or_else(|| failure(&at, "file name is not a tree size"))?;
-        let checkpoint = key
-            .verify_checkpoint(&read(dir, &at)?)
-            .map_err(|error| failure(&at, error.to_string()))?;
-        if checkpoint.size.0 != size {
-            return Err(failure(&at, format!("its body says size {}", checkpoint.size)));
-        }
+        files.push(item.file_name().to_string_lossy().into_owned());
+    }
+    // Signature checks dominate here; spread them over the hashing threads' count.
+    let chunk = files.len().div_ceil(HASH_WORKERS as usize).max(1);
+    let verified = std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|names| {
+                scope.spawn(move || {
+                    names
+                        .iter()
+                        .map(|name| read_checkpoint(dir, key, name))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or_else(|_| {
+                    vec![Err(failure("checkpoints", "a checking thread stopped"))]
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    for result in verified.into_iter().flatten() {
+        let (at, checkpoint) = result?;
         if checkpoint.size > latest_size {
-            return Err(failure(&at, format!("it is beyond the latest checkpoint ({latest_size})")));
+            return Err(failure(
+                &at,
+                format!("it is beyond the latest checkpoint ({latest_size})"),
+            ));
         }
         roots.insert(checkpoint.size, checkpoint.root);
     }
@@ -187,11 +253,44 @@ fn read_checkpoints(
     Ok(roots)
 }
 
-fn check_hash_tile(dir: &Path, id: TileId, expected: &[u8], width: usize) -> Result<(), LedgerError> {
+/// Reads and verifies `checkpoints/<name>`, whose name must be its tree size.
+fn read_checkpoint(
+    dir: &Path,
+    key: &LogVerifier,
+    name: &str,
+) -> Result<(String, crate::checkpoint::Checkpoint), LedgerError> {
+    let at = format!("checkpoints/{name}");
+    let canonical = name.bytes().all(|b| b.is_ascii_digit()) && !name.starts_with('0');
+    let size = name
+        .parse::<u64>()
+        .ok()
+        .filter(|_| canonical)
+        .ok_or_else(|| failure(&at, "file name is not a tree size"))?;
+    let checkpoint = key
+        .verify_checkpoint(&read(dir, &at)?)
+        .map_err(|error| failure(&at, error.to_string()))?;
+    if checkpoint.size.0 != size {
+        return Err(failure(
+            &at,
+            format!("its body says size {}", checkpoint.size),
+        ));
+    }
+    Ok((at, checkpoint))
+}
+
+fn check_hash_tile(
+    dir: &Path,
+    id: TileId,
+    expected: &[u8],
+    width: usize,
+) -> Result<(), LedgerError> {
     let path = tile_path(TileKind::Hashes(id.level), id.index, width);
     let stored = read(dir, &path)?;
     if stored.len() != width * HASH_LEN {
-        return Err(failure(&path, format!("{} bytes instead of {}", stored.len(), width * HASH_LEN)));
+        return Err(failure(
+            &path,
+            format!("{} bytes instead of {}", stored.len(), width * HASH_LEN),
+        ));
     }
     let first_bad = stored
         .chunks(HASH_LEN)
@@ -206,7 +305,10 @@ fn check_hash_tile(dir: &Path, id: TileId, expected: &[u8], width: usize) -> Res
                 id.index * TILE_WIDTH as u64 + position as u64
             ),
         )),
-        Some(position) => Err(failure(&path, format!("hash {position} does not match the tiles below"))),
+        Some(position) => Err(failure(
+            &path,
+            format!("hash {position} does not match the tiles below"),
+        )),
     }
 }
 
@@ -229,7 +331,15 @@ fn check_partial_tiles(dir: &Path, edge: &TreeEdge) -> Result<u64, LedgerError> 
         for node in first..nodes {
             expected.extend_from_slice(&edge.node(tree_level, node, &NoTiles)?.0);
         }
-        check_hash_tile(dir, TileId { level, index: first / TILE_WIDTH as u64 }, &expected, width)?;
+        check_hash_tile(
+            dir,
+            TileId {
+                level,
+                index: first / TILE_WIDTH as u64,
+            },
+            &expected,
+            width,
+        )?;
         checked += 1;
     }
     Ok(checked)

@@ -113,7 +113,11 @@ impl LedgerWriter {
     }
 }
 
-fn run<S: LedgerStore>(mut log: Log<S>, receiver: &Receiver<Request>, config: BatchConfig) -> Log<S> {
+fn run<S: LedgerStore>(
+    mut log: Log<S>,
+    receiver: &Receiver<Request>,
+    config: BatchConfig,
+) -> Log<S> {
     let max_batch = config.max_batch.max(1);
     let mut requests: Vec<Request> = Vec::with_capacity(max_batch);
     while let Ok(first) = receiver.recv() {

@@ -43,7 +43,9 @@ fn roots_and_proofs_match_the_model_across_tile_boundaries() {
     let mut leaves = Vec::new();
     let batch_sizes = [1usize, 2, 5, 100, 148, 1, 255, 256, 257, 3000, 70000];
     for batch in batch_sizes {
-        let drafts: Vec<_> = (0..batch).map(|i| draft(leaves.len() + i).prepare().unwrap()).collect();
+        let drafts: Vec<_> = (0..batch)
+            .map(|i| draft(leaves.len() + i).prepare().unwrap())
+            .collect();
         let receipts = log.append_batch(&drafts).unwrap();
         assert_eq!(receipts.len(), batch);
         for receipt in &receipts {
@@ -54,18 +56,54 @@ fn roots_and_proofs_match_the_model_across_tile_boundaries() {
         let root = model_root(&leaves);
         assert_eq!(log.root_at(size).unwrap(), root, "root at {size}");
         for receipt in receipts.iter().step_by(97) {
-            verify_inclusion(receipt.index, size, &leaves[receipt.index.0 as usize], &receipt.proof, &root).unwrap();
+            verify_inclusion(
+                receipt.index,
+                size,
+                &leaves[receipt.index.0 as usize],
+                &receipt.proof,
+                &root,
+            )
+            .unwrap();
         }
     }
     let size = leaves.len() as u64;
-    for old in [1u64, 2, 3, 255, 256, 257, 511, 512, 4000, 65536, size - 1, size] {
+    for old in [
+        1u64,
+        2,
+        3,
+        255,
+        256,
+        257,
+        511,
+        512,
+        4000,
+        65536,
+        size - 1,
+        size,
+    ] {
         let root_old = model_root(&leaves[..old as usize]);
         assert_eq!(log.root_at(TreeSize(old)).unwrap(), root_old);
-        let proof = log.consistency_proof(TreeSize(old), TreeSize(size)).unwrap();
-        verify_consistency(TreeSize(old), TreeSize(size), &root_old, &model_root(&leaves), &proof).unwrap();
+        let proof = log
+            .consistency_proof(TreeSize(old), TreeSize(size))
+            .unwrap();
+        verify_consistency(
+            TreeSize(old),
+            TreeSize(size),
+            &root_old,
+            &model_root(&leaves),
+            &proof,
+        )
+        .unwrap();
         let index = LeafIndex(old - 1);
         let proof = log.inclusion_proof(index, TreeSize(old)).unwrap();
-        verify_inclusion(index, TreeSize(old), &leaves[index.0 as usize], &proof, &root_old).unwrap();
+        verify_inclusion(
+            index,
+            TreeSize(old),
+            &leaves[index.0 as usize],
+            &proof,
+            &root_old,
+        )
+        .unwrap();
     }
     drop(log);
     // Reopening rebuilds the edge and continues exactly where it stopped.
@@ -74,7 +112,10 @@ fn roots_and_proofs_match_the_model_across_tile_boundaries() {
     log.append_batch(&[draft(0).prepare().unwrap()]).unwrap();
     let entry = log.store().entry(LeafIndex(size)).unwrap().unwrap();
     leaves.push(leaf_hash(&entry));
-    assert_eq!(log.root_at(TreeSize(size + 1)).unwrap(), model_root(&leaves));
+    assert_eq!(
+        log.root_at(TreeSize(size + 1)).unwrap(),
+        model_root(&leaves)
+    );
 }
 
 #[test]
