@@ -34,6 +34,11 @@ pub struct StoredCheckpoint {
     pub note: String,
 }
 
+/// Stored entries in index order.
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<(LeafIndex, Vec<u8>), LedgerError>> + 'a>;
+/// Stored checkpoints in size order.
+pub type Checkpoints<'a> = Box<dyn Iterator<Item = Result<StoredCheckpoint, LedgerError>> + 'a>;
+
 /// What the ledger needs from storage. Implementations must make `commit` atomic
 /// (all of the batch or none of it survives a crash) and durable before returning.
 pub trait LedgerStore: TileSource + Send + Sync {
@@ -49,12 +54,12 @@ pub trait LedgerStore: TileSource + Send + Sync {
     fn entries_from(
         &self,
         from: LeafIndex,
-    ) -> Box<dyn Iterator<Item = Result<(LeafIndex, Vec<u8>), LedgerError>> + '_>;
+    ) -> Entries<'_>;
     /// Checkpoints at or after `from`, in size order.
     fn checkpoints_from(
         &self,
         from: TreeSize,
-    ) -> Box<dyn Iterator<Item = Result<StoredCheckpoint, LedgerError>> + '_>;
+    ) -> Checkpoints<'_>;
     /// The checkpoint of the largest size.
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError>;
     /// Writes and flushes one batch atomically.
@@ -223,7 +228,7 @@ impl LedgerStore for SledStore {
     fn entries_from(
         &self,
         from: LeafIndex,
-    ) -> Box<dyn Iterator<Item = Result<(LeafIndex, Vec<u8>), LedgerError>> + '_> {
+    ) -> Entries<'_> {
         self.scan(entry_key(from).to_vec(), ENTRY, |key, value| {
             let index = read_u64(key.get(1..).unwrap_or_default(), "entry key")?;
             Ok((LeafIndex(index), value.to_vec()))
@@ -233,7 +238,7 @@ impl LedgerStore for SledStore {
     fn checkpoints_from(
         &self,
         from: TreeSize,
-    ) -> Box<dyn Iterator<Item = Result<StoredCheckpoint, LedgerError>> + '_> {
+    ) -> Checkpoints<'_> {
         self.scan(checkpoint_key(from).to_vec(), CHECKPOINT, decode_checkpoint)
     }
 

@@ -34,7 +34,7 @@ pub struct TileId {
 /// Offset, in hashes, of row `row` in a fat tile.
 fn row_offset(row: u32) -> usize {
     // Rows 0..row hold 256 + 128 + ... = 2 * 256 - (512 >> row) hashes.
-    2 * TILE_WIDTH - (2 * TILE_WIDTH >> row)
+    2 * TILE_WIDTH - ((2 * TILE_WIDTH) >> row)
 }
 
 /// Reads hash `position` of row `row` from a stored fat tile.
