@@ -131,13 +131,22 @@ impl LogSigner {
                 found: checkpoint.origin.clone(),
             });
         }
-        let body = checkpoint.body();
-        let signature = self.key.sign(body.as_bytes());
+        self.sign_note_text(&checkpoint.body())
+    }
+
+    /// Signs arbitrary note text and returns the signed note (text, blank line,
+    /// one signature line). The text must be a valid note text: UTF-8 without
+    /// control characters other than newline, ending in a newline.
+    pub fn sign_note_text(&self, text: &str) -> Result<String, LedgerError> {
+        Note::new(text.as_bytes(), &[]).map_err(|error| LedgerError::MalformedNote {
+            reason: error.to_string(),
+        })?;
+        let signature = self.key.sign(text.as_bytes());
         let mut line = Vec::with_capacity(68);
         line.extend_from_slice(&self.key_id.to_be_bytes());
         line.extend_from_slice(&signature.to_bytes());
         Ok(format!(
-            "{body}\n\u{2014} {} {}\n",
+            "{text}\n\u{2014} {} {}\n",
             self.name,
             BASE64.encode(line)
         ))

@@ -14,7 +14,7 @@ use crate::error::LedgerError;
 use crate::hash::{leaf_hash, node_hash, Hash, HASH_LEN};
 use crate::proof::{verify_consistency, verify_inclusion};
 use crate::receipt::Receipt;
-use crate::tilepath::{tile_path, TileKind};
+use crate::tilepath::{split_bundle, tile_path, TileKind};
 use crate::tiles::{TILE_HEIGHT, TILE_WIDTH};
 use crate::types::{LeafIndex, TreeSize};
 
@@ -84,20 +84,12 @@ impl ExportReader {
         let path = tile_path(TileKind::Entries, number, width);
         let bundle =
             fs::read(self.dir.join(&path)).map_err(|error| failure(&path, error.to_string()))?;
-        let mut rest = bundle.as_slice();
-        for offset in 0..=(index.0 % TILE_WIDTH as u64) {
-            let (length, tail) = rest
-                .split_first_chunk::<2>()
-                .ok_or_else(|| failure(&path, "truncated"))?;
-            let (entry, tail) = tail
-                .split_at_checked(usize::from(u16::from_be_bytes(*length)))
-                .ok_or_else(|| failure(&path, "truncated"))?;
-            if offset == index.0 % TILE_WIDTH as u64 {
-                return Ok(entry.to_vec());
-            }
-            rest = tail;
-        }
-        Err(failure(&path, "truncated"))
+        let entries = split_bundle(&bundle, number * TILE_WIDTH as u64, width)
+            .map_err(|reason| failure(&path, reason))?;
+        entries
+            .get((index.0 % TILE_WIDTH as u64) as usize)
+            .map(|entry| entry.to_vec())
+            .ok_or_else(|| failure(&path, "truncated"))
     }
 
     /// A receipt for entry `index` against the signed checkpoint of `size`.

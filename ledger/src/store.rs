@@ -51,15 +51,9 @@ pub trait LedgerStore: TileSource + Send + Sync {
     /// The entry at `index`.
     fn entry(&self, index: LeafIndex) -> Result<Option<Vec<u8>>, LedgerError>;
     /// Entries at or after `from`, in order.
-    fn entries_from(
-        &self,
-        from: LeafIndex,
-    ) -> Entries<'_>;
+    fn entries_from(&self, from: LeafIndex) -> Entries<'_>;
     /// Checkpoints at or after `from`, in size order.
-    fn checkpoints_from(
-        &self,
-        from: TreeSize,
-    ) -> Checkpoints<'_>;
+    fn checkpoints_from(&self, from: TreeSize) -> Checkpoints<'_>;
     /// The checkpoint of the largest size.
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError>;
     /// Writes and flushes one batch atomically.
@@ -225,20 +219,14 @@ impl LedgerStore for SledStore {
         Ok(self.db.get(entry_key(index))?.map(|value| value.to_vec()))
     }
 
-    fn entries_from(
-        &self,
-        from: LeafIndex,
-    ) -> Entries<'_> {
+    fn entries_from(&self, from: LeafIndex) -> Entries<'_> {
         self.scan(entry_key(from).to_vec(), ENTRY, |key, value| {
             let index = read_u64(key.get(1..).unwrap_or_default(), "entry key")?;
             Ok((LeafIndex(index), value.to_vec()))
         })
     }
 
-    fn checkpoints_from(
-        &self,
-        from: TreeSize,
-    ) -> Checkpoints<'_> {
+    fn checkpoints_from(&self, from: TreeSize) -> Checkpoints<'_> {
         self.scan(checkpoint_key(from).to_vec(), CHECKPOINT, decode_checkpoint)
     }
 

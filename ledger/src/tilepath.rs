@@ -43,6 +43,27 @@ pub fn tile_path(kind: TileKind, index: u64, width: usize) -> String {
     path
 }
 
+/// Splits an entry bundle into exactly `width` entries (big-endian uint16 length,
+/// then the bytes); the first is entry `first`. The error names the entry.
+pub fn split_bundle(bundle: &[u8], first: u64, width: usize) -> Result<Vec<&[u8]>, String> {
+    let mut entries = Vec::with_capacity(width);
+    let mut rest = bundle;
+    for index in (first..).take(width) {
+        let (length, tail) = rest
+            .split_first_chunk::<2>()
+            .ok_or_else(|| format!("ends before entry {index}"))?;
+        let (entry, tail) = tail
+            .split_at_checked(usize::from(u16::from_be_bytes(*length)))
+            .ok_or_else(|| format!("entry {index} is truncated"))?;
+        entries.push(entry);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the last entry", rest.len()));
+    }
+    Ok(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use crate::checkpoint::LogVerifier;
 use crate::entry::check_entry;
 use crate::error::LedgerError;
 use crate::hash::{leaf_hash, Hash, HASH_LEN};
-use crate::tilepath::{tile_path, TileKind};
+use crate::tilepath::{split_bundle, tile_path, TileKind};
 use crate::tiles::{bottom_row, NoTiles, TileId, TreeEdge, TILE_HEIGHT, TILE_WIDTH};
 use crate::types::{LeafIndex, TreeSize};
 
@@ -142,26 +142,13 @@ fn hash_bundle(dir: &Path, number: u64, size: TreeSize) -> Result<Vec<Hash>, Led
     let width = (size.0 - first).min(TILE_WIDTH as u64) as usize;
     let path = tile_path(TileKind::Entries, number, width);
     let bundle = read(dir, &path)?;
-    let mut rest = bundle.as_slice();
+    let entries = split_bundle(&bundle, first, width).map_err(|reason| failure(&path, reason))?;
     let mut leaves = Vec::with_capacity(width);
-    for offset in 0..width {
-        let index = LeafIndex(first + offset as u64);
-        let (length, tail) = rest
-            .split_first_chunk::<2>()
-            .ok_or_else(|| failure(&path, format!("ends before entry {index}")))?;
-        let (entry, tail) = tail
-            .split_at_checked(usize::from(u16::from_be_bytes(*length)))
-            .ok_or_else(|| failure(&path, format!("entry {index} is truncated")))?;
-        rest = tail;
+    for (offset, entry) in (first..).zip(entries) {
+        let index = LeafIndex(offset);
         check_entry(entry, index)
             .map_err(|error| failure(format!("entry {index}"), error.to_string()))?;
         leaves.push(leaf_hash(entry));
-    }
-    if !rest.is_empty() {
-        return Err(failure(
-            &path,
-            format!("{} bytes after the last entry", rest.len()),
-        ));
     }
     Ok(leaves)
 }
