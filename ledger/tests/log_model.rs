@@ -1,4 +1,5 @@
 //! The live log against a plain model: roots, proofs and recovery at many sizes.
+#![cfg(test)]
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
 //! Group commit under concurrency, fail-closed commits, recovery checks of a
+#![cfg(test)]
 //! damaged data dir, and checkpoint retention with an injected clock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use writ_ledger::log::{Clock, Log, Retention, SystemClock};
 use writ_ledger::receipt::verify_receipt;
-use writ_ledger::store::{CommitBatch, Checkpoints, Entries, LedgerStore, SledStore};
+use writ_ledger::store::{Checkpoints, CommitBatch, Entries, LedgerStore, SledStore};
 use writ_ledger::tiles::{TileId, TileSource};
 use writ_ledger::writer::{spawn, BatchConfig};
 use writ_ledger::{EntryDraft, Hash, LeafIndex, LedgerError, LogSigner, LogVerifier, TreeSize};
@@ -55,14 +56,21 @@ async fn concurrent_writers_get_durable_verifiable_receipts() {
     assert_eq!(log.size(), TreeSize(1600));
     let mut indexes: Vec<u64> = receipts.iter().map(|receipt| receipt.index.0).collect();
     indexes.sort_unstable();
-    assert_eq!(indexes, (0..1600).collect::<Vec<_>>(), "every index exactly once");
+    assert_eq!(
+        indexes,
+        (0..1600).collect::<Vec<_>>(),
+        "every index exactly once"
+    );
     let key = LogVerifier::from_verifier_key(&log.verifier_key()).unwrap();
     let store = log.store().clone();
     for receipt in receipts.iter().step_by(37) {
         let entry = store.entry(receipt.index).unwrap().unwrap();
         verify_receipt(receipt, &entry, &key).unwrap();
         // A receipt does not verify another entry.
-        let other = store.entry(LeafIndex((receipt.index.0 + 1) % 1600)).unwrap().unwrap();
+        let other = store
+            .entry(LeafIndex((receipt.index.0 + 1) % 1600))
+            .unwrap()
+            .unwrap();
         assert!(verify_receipt(receipt, &other, &key).is_err());
     }
 }
@@ -74,7 +82,12 @@ struct FlakyStore {
 }
 
 impl TileSource for FlakyStore {
-    fn tile_hash(&self, id: TileId, row: u32, position: usize) -> Result<Option<Hash>, LedgerError> {
+    fn tile_hash(
+        &self,
+        id: TileId,
+        row: u32,
+        position: usize,
+    ) -> Result<Option<Hash>, LedgerError> {
         self.inner.tile_hash(id, row, position)
     }
 }
@@ -98,7 +111,9 @@ impl LedgerStore for FlakyStore {
     fn checkpoints_from(&self, from: TreeSize) -> Checkpoints<'_> {
         self.inner.checkpoints_from(from)
     }
-    fn latest_checkpoint(&self) -> Result<Option<writ_ledger::store::StoredCheckpoint>, LedgerError> {
+    fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<writ_ledger::store::StoredCheckpoint>, LedgerError> {
         self.inner.latest_checkpoint()
     }
     fn commit(&self, batch: CommitBatch) -> Result<(), LedgerError> {
@@ -169,7 +184,9 @@ fn a_changed_tail_entry_is_refused_naming_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let store = filled(dir.path(), 700);
     let entry = store.entry(LeafIndex(650)).unwrap().unwrap();
-    let forged = String::from_utf8(entry).unwrap().replace("\"n\":650", "\"n\":651");
+    let forged = String::from_utf8(entry)
+        .unwrap()
+        .replace("\"n\":650", "\"n\":651");
     rewrite_entry(&store, 650, forged.into_bytes());
     let err = open_log(store).unwrap_err().to_string();
     assert!(err.contains("checkpoint 700 has root"), "{err}");
@@ -180,7 +197,9 @@ fn a_changed_entry_under_the_last_full_tile_is_refused_naming_the_tile() {
     let dir = tempfile::tempdir().unwrap();
     let store = filled(dir.path(), 700);
     let entry = store.entry(LeafIndex(300)).unwrap().unwrap();
-    let forged = String::from_utf8(entry).unwrap().replace("\"n\":300", "\"n\":301");
+    let forged = String::from_utf8(entry)
+        .unwrap()
+        .replace("\"n\":300", "\"n\":301");
     rewrite_entry(&store, 300, forged.into_bytes());
     let err = open_log(store).unwrap_err().to_string();
     assert!(err.contains("stored tile 0/1 does not match"), "{err}");
@@ -199,7 +218,10 @@ fn an_entry_with_a_wrong_index_or_a_missing_checkpoint_is_refused() {
     let store = filled(dir.path(), 10);
     store.remove_checkpoints(&[TreeSize(10)]).unwrap();
     let err = open_log(store).unwrap_err().to_string();
-    assert!(err.contains("no checkpoint for the 10 stored entries"), "{err}");
+    assert!(
+        err.contains("no checkpoint for the 10 stored entries"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -238,10 +260,22 @@ fn old_checkpoints_are_thinned_to_one_per_minute() {
         log.append_batch(&[draft(n).prepare().unwrap()]).unwrap();
     }
     let now = start + (batches - 1) * 10_000;
-    let kept: Vec<_> = store.checkpoints_from(TreeSize(0)).map(Result::unwrap).collect();
-    let recent = kept.iter().filter(|c| c.unix_millis >= now - 3_600_000).count();
-    let older: Vec<_> = kept.iter().filter(|c| c.unix_millis < now - 3_600_000).collect();
-    assert_eq!(recent, 361, "every checkpoint of the last hour (both ends included) is kept");
+    let kept: Vec<_> = store
+        .checkpoints_from(TreeSize(0))
+        .map(Result::unwrap)
+        .collect();
+    let recent = kept
+        .iter()
+        .filter(|c| c.unix_millis >= now - 3_600_000)
+        .count();
+    let older: Vec<_> = kept
+        .iter()
+        .filter(|c| c.unix_millis < now - 3_600_000)
+        .collect();
+    assert_eq!(
+        recent, 361,
+        "every checkpoint of the last hour (both ends included) is kept"
+    );
     let mut minutes: Vec<u64> = older.iter().map(|c| c.unix_millis / 60_000).collect();
     let count = minutes.len();
     minutes.dedup();
