@@ -1,19 +1,21 @@
 //! `writ ledger ...` and `writ keys ...`: offline commands on a data dir or an export.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use writ_ledger::datadir::{default_origin, DataDir};
+use writ_ledger::datadir::DataDir;
 use writ_ledger::log::Retention;
 use writ_ledger::prove::ExportReader;
 use writ_ledger::receipt::verify_receipt;
 use writ_ledger::verify::verify_export;
-use writ_ledger::writer::{self, BatchConfig};
-use writ_ledger::{EntryDraft, LeafIndex, LogVerifier, Receipt, TreeSize};
+use writ_ledger::writer::BatchConfig;
+use writ_ledger::{LeafIndex, LogVerifier, Receipt, TreeSize};
+
+use crate::bench;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum LedgerCommand {
@@ -43,6 +45,11 @@ pub(crate) enum LedgerCommand {
         /// Most entries in one batch.
         #[arg(long, default_value_t = 4096)]
         max_batch: usize,
+        /// Offer entries at this rate (entries/s, open loop: each entry is submitted
+        /// at its scheduled time, and its latency counts from then) instead of
+        /// closed-loop writers that each wait for their receipt.
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// Export a stopped data dir as a tlog-tiles directory.
     Export {
@@ -115,21 +122,25 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             print_receipts,
             linger_us,
             max_batch,
+            rate,
         } => {
-            let config = BatchConfig {
-                max_batch,
-                linger: std::time::Duration::from_micros(linger_us),
-                ..BatchConfig::default()
-            };
-            bench(
-                &data,
+            let options = bench::BenchOptions {
                 entries,
                 writers,
                 entry_bytes,
-                json,
                 print_receipts,
-                config,
-            )
+                rate,
+                batch: BatchConfig {
+                    max_batch,
+                    linger: std::time::Duration::from_micros(linger_us),
+                    ..BatchConfig::default()
+                },
+            };
+            let report = bench::run(&data, &options)?;
+            if !print_receipts {
+                report.print(json);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         LedgerCommand::Export { data, out } => {
             let log = DataDir::new(&data).open_log(Retention::default())?;
@@ -310,101 +321,4 @@ fn verify(export: &Path, key: &str, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-fn bench(
-    data: &Path,
-    entries: u64,
-    writers: u64,
-    entry_bytes: usize,
-    json: bool,
-    print_receipts: bool,
-    config: BatchConfig,
-) -> anyhow::Result<ExitCode> {
-    if writers == 0 {
-        bail!("--writers must be at least 1");
-    }
-    let dir = DataDir::new(data);
-    if !dir.exists() {
-        dir.init(&default_origin())?;
-    }
-    let log = dir.open_log(Retention::default())?;
-    let (writer, committer) = writer::spawn(log, config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let padding = "x".repeat(entry_bytes.saturating_sub(150));
-    let started = Instant::now();
-    let latencies = runtime.block_on(async move {
-        let mut tasks = Vec::new();
-        for worker in 0..writers {
-            let writer = writer.clone();
-            let padding = padding.clone();
-            let count = entries / writers + u64::from(worker < entries % writers);
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(count as usize);
-                for n in 0..count {
-                    let draft = EntryDraft {
-                        kind: "bench".into(),
-                        actor: format!("Agent::\"bench-{worker}\""),
-                        workspace: "bench".into(),
-                        fields: serde_json::json!({ "n": n, "pad": padding })
-                            .as_object()
-                            .cloned()
-                            .unwrap_or_default(),
-                    };
-                    let submitted = Instant::now();
-                    let receipt = writer.append(&draft).await?;
-                    latencies.push(submitted.elapsed().as_micros() as u64);
-                    if print_receipts {
-                        let line = serde_json::json!({
-                            "index": receipt.index.0,
-                            "receipt": receipt.to_text(),
-                        });
-                        let mut out = std::io::stdout().lock();
-                        writeln!(out, "{line}").and_then(|()| out.flush())?;
-                    }
-                }
-                anyhow::Ok(latencies)
-            }));
-        }
-        let mut all = Vec::with_capacity(entries as usize);
-        for task in tasks {
-            all.extend(task.await??);
-        }
-        anyhow::Ok(all)
-    })?;
-    let seconds = started.elapsed().as_secs_f64();
-    committer.join()?;
-    let mut latencies = latencies;
-    latencies.sort_unstable();
-    let percentile = |p: f64| -> u64 {
-        let rank = ((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1);
-        latencies.get(rank).copied().unwrap_or(0)
-    };
-    let rate = entries as f64 / seconds.max(1e-9);
-    if print_receipts {
-        return Ok(ExitCode::SUCCESS);
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "entries": entries,
-                "writers": writers,
-                "seconds": seconds,
-                "entries_per_sec": rate,
-                "p50_us": percentile(0.50),
-                "p99_us": percentile(0.99),
-            })
-        );
-    } else {
-        println!(
-            "{entries} entries from {writers} writers in {seconds:.3}s: {rate:.0} entries/s, p50 {} us, p99 {} us",
-            percentile(0.50),
-            percentile(0.99)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }

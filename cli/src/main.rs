@@ -1,5 +1,6 @@
 //! The `writ` command: the ledger's auditor and operator commands.
 
+mod bench;
 mod ledger_cmd;
 
 use std::process::ExitCode;
