@@ -46,31 +46,50 @@ impl DataDir {
         self.root.join(DB_DIR)
     }
 
-    /// Whether a ledger was initialised here.
+    /// Whether anything of a ledger (its key or its database) is here.
     pub fn exists(&self) -> bool {
-        self.key_path().exists()
+        self.key_path().exists() || self.db_path().exists()
     }
 
-    /// Creates the directory (mode 0700) and a new signing key for `origin`.
-    /// Refuses to overwrite an existing key.
+    /// Creates the directory (mode 0700), a new signing key for `origin` and the
+    /// database stamped with that key. Refuses a dir that already holds either.
+    ///
+    /// The database is created first and the key file written last (under a
+    /// temporary name, then renamed), so a crash leaves a database without a key,
+    /// which `open_log` refuses by name, never a key that could start a second log.
     pub fn init(&self, origin: &str) -> Result<LogSigner, LedgerError> {
+        if self.exists() {
+            return Err(LedgerError::io(
+                &self.root,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already holds a ledger"),
+            ));
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.root)
             .map_err(|error| LedgerError::io(&self.root, error))?;
         let signer = LogSigner::generate(origin)?;
+        let store = Arc::new(self.store()?);
+        drop(Log::open(
+            store,
+            LogSigner::from_signer_key_string(&signer.to_signer_key_string())?,
+            Arc::new(SystemClock),
+            Retention::default(),
+        )?);
         let path = self.key_path();
+        let staging = self.root.join(format!(".{KEY_FILE}.new"));
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
-            .map_err(|error| LedgerError::io(&path, error))?;
+            .open(&staging)
+            .map_err(|error| LedgerError::io(&staging, error))?;
         let text = signer.to_signer_key_string();
         file.write_all(text.as_bytes())
             .and_then(|()| file.write_all(b"\n"))
             .and_then(|()| file.sync_all())
+            .and_then(|()| fs::rename(&staging, &path))
             .map_err(|error| LedgerError::io(&path, error))?;
         Ok(signer)
     }
@@ -78,7 +97,16 @@ impl DataDir {
     /// Reads the signing key, refusing a key file others can read.
     pub fn signer(&self) -> Result<LogSigner, LedgerError> {
         let path = self.key_path();
-        let metadata = fs::metadata(&path).map_err(|error| LedgerError::io(&path, error))?;
+        let key_file = |reason: String| LedgerError::KeyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let metadata = fs::metadata(&path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => {
+                key_file("is missing; the log cannot be signed or opened without it".into())
+            }
+            _ => key_file(error.to_string()),
+        })?;
         let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(LedgerError::KeyFilePermissions {
@@ -87,9 +115,10 @@ impl DataDir {
             });
         }
         let text = zeroize::Zeroizing::new(
-            fs::read_to_string(&path).map_err(|error| LedgerError::io(&path, error))?,
+            fs::read_to_string(&path).map_err(|error| key_file(error.to_string()))?,
         );
         LogSigner::from_signer_key_string(text.trim_end())
+            .map_err(|error| key_file(error.to_string()))
     }
 
     /// Opens the sled store, naming the data dir when another process holds it.
@@ -125,6 +154,12 @@ impl DataDir {
             });
         }
         let signer = self.signer()?;
+        if !self.db_path().is_dir() {
+            return Err(LedgerError::corrupt(format!(
+                "`{}` is missing; refusing to start a new log under the existing key (that would fork the log)",
+                self.db_path().display()
+            )));
+        }
         let store = Arc::new(self.store()?);
         Log::open(store, signer, clock, retention)
     }

@@ -45,12 +45,13 @@ pub enum LedgerError {
     #[error("receipt leaf hash does not match the entry")]
     ReceiptEntryMismatch,
     #[error("storage error: {0}")]
-    Storage(#[from] sled::Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Storage(sled::Error),
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("key file `{path}`: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error("the log is empty; there is nothing to export")]
+    EmptyLog,
     #[error("no ledger in `{path}` (create one first)")]
     NoLedger { path: String },
     #[error("data dir `{path}` is in use by another process (stop the server first)")]
@@ -74,10 +75,18 @@ impl LedgerError {
         Self::Corrupt { what: what.into() }
     }
 
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &std::path::Path, error: std::io::Error) -> Self {
         Self::Io {
             path: path.display().to_string(),
-            source,
+            error,
         }
+    }
+}
+
+// Not `#[from]`: that would also make the sled error the `source`, and callers
+// printing the chain would show its message twice.
+impl From<sled::Error> for LedgerError {
+    fn from(error: sled::Error) -> Self {
+        Self::Storage(error)
     }
 }

@@ -36,9 +36,7 @@ pub fn export<S: LedgerStore>(log: &Log<S>, out: &Path) -> Result<ExportSummary,
     }
     let size = log.size();
     if size.0 == 0 {
-        return Err(LedgerError::NoLedger {
-            path: "the log is empty; there is nothing to export".into(),
-        });
+        return Err(LedgerError::EmptyLog);
     }
     let name = out
         .file_name()

@@ -120,7 +120,7 @@ impl LedgerStore for FlakyStore {
         if self.fail.load(Ordering::SeqCst) {
             return Err(LedgerError::Io {
                 path: "ledger.db".into(),
-                source: std::io::Error::other("no space left on device"),
+                error: std::io::Error::other("no space left on device"),
             });
         }
         self.inner.commit(batch)
