@@ -11,7 +11,7 @@ use crate::hash::{leaf_hash, Hash};
 use crate::receipt::Receipt;
 use crate::store::{CommitBatch, LedgerStore, StoredCheckpoint, STORE_FORMAT};
 use crate::tiles::{
-    build_fat_tile, tile_root, PendingTiles, TileId, TreeEdge, TILE_HEIGHT, TILE_WIDTH,
+    build_fat_tile, tile_root, PendingTiles, RangeHashes, TileId, TreeEdge, TILE_HEIGHT, TILE_WIDTH,
 };
 use crate::types::{LeafIndex, TreeSize};
 
@@ -242,14 +242,18 @@ impl<S: LedgerStore> Log<S> {
             })?;
         self.poisoned = false;
         self.last_millis = now;
+        let mut memo = RangeHashes::default();
         let receipts = (start.0..size.0)
             .map(|index| {
                 let index = LeafIndex(index);
                 Ok(Receipt {
                     index,
-                    proof: self
-                        .edge
-                        .inclusion_proof(index, size, self.store.as_ref())?,
+                    proof: self.edge.inclusion_proof_memo(
+                        index,
+                        size,
+                        self.store.as_ref(),
+                        &mut memo,
+                    )?,
                     checkpoint: note.clone(),
                     extra: None,
                 })

@@ -126,8 +126,17 @@ struct TileCache {
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
+    /// sled's log file, opened again so that a commit can `fdatasync` it: sled
+    /// 0.34's `flush` only calls `sync_file_range`, which neither flushes the
+    /// disk's write cache nor the file's metadata.
+    log_file: std::fs::File,
     cache: Mutex<TileCache>,
 }
+
+/// sled writes a page larger than a quarter segment to a separate blob file that
+/// it never fsyncs; 8 MiB segments keep every page of this store (a few hundred
+/// KiB at most) inside the log file that `commit` syncs.
+const SEGMENT_BYTES: usize = 8 << 20;
 
 impl SledStore {
     /// Opens (or creates) the sled database at `path`.
@@ -136,10 +145,25 @@ impl SledStore {
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
+            .segment_size(SEGMENT_BYTES)
             .open()?;
+        let log_path = path.join("db");
+        let log_file =
+            std::fs::File::open(&log_path).map_err(|error| LedgerError::io(&log_path, error))?;
         Ok(Self {
             db,
+            log_file,
             cache: Mutex::new(TileCache::default()),
+        })
+    }
+
+    /// Makes everything applied so far durable: sled's flush, then `fdatasync` of
+    /// its log file.
+    fn sync(&self) -> Result<(), LedgerError> {
+        self.db.flush()?;
+        self.log_file.sync_data().map_err(|error| LedgerError::Io {
+            path: "ledger.db/db".into(),
+            error,
         })
     }
 
@@ -211,8 +235,7 @@ impl LedgerStore for SledStore {
             batch.insert(meta_key(name), *value);
         }
         self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
+        self.sync()
     }
 
     fn entry(&self, index: LeafIndex) -> Result<Option<Vec<u8>>, LedgerError> {
@@ -259,8 +282,7 @@ impl LedgerStore for SledStore {
         }
         write.insert(meta_key("size"), &batch.new_size.0.to_be_bytes());
         self.db.apply_batch(write)?;
-        self.db.flush()?;
-        Ok(())
+        self.sync()
     }
 
     fn remove_checkpoints(&self, sizes: &[TreeSize]) -> Result<(), LedgerError> {
@@ -281,7 +303,7 @@ impl LedgerStore for SledStore {
             removed += 1;
         }
         self.db.apply_batch(write)?;
-        self.db.flush()?;
+        self.sync()?;
         Ok(removed)
     }
 }

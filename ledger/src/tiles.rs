@@ -270,13 +270,64 @@ impl TreeEdge {
         size: TreeSize,
         source: &dyn TileSource,
     ) -> Result<Vec<Hash>, LedgerError> {
+        self.inclusion_proof_memo(index, size, source, &mut RangeHashes::default())
+    }
+
+    /// [`Self::inclusion_proof`] sharing `memo` with other proofs in the same tree
+    /// size: the proofs of one batch share most of their hashes, notably the
+    /// incomplete right-hand subtrees, which are hashed once instead of per proof.
+    pub fn inclusion_proof_memo(
+        &self,
+        index: crate::types::LeafIndex,
+        size: TreeSize,
+        source: &dyn TileSource,
+        memo: &mut RangeHashes,
+    ) -> Result<Vec<Hash>, LedgerError> {
         if !size.contains(index) || size > self.size {
             return Err(LedgerError::IndexOutOfRange { index, size });
         }
-        let reader = Reader { edge: self, source };
-        tlog_tiles::prove_record(size.0, index.0, &reader)
-            .map(|proof| proof.into_iter().map(Hash::from_tlog).collect())
-            .map_err(|error| LedgerError::corrupt(error.to_string()))
+        // RFC 9162 2.1.3.1 PATH(m, D[lo:hi]), walked from the root down; the
+        // sibling hashes are collected root-first and reversed at the end.
+        let mut proof = Vec::with_capacity(64);
+        let (mut lo, mut hi) = (0u64, size.0);
+        while hi - lo > 1 {
+            let split = lo + largest_power_of_two_below(hi - lo);
+            if index.0 < split {
+                proof.push(self.range_hash(split, hi, source, memo)?);
+                hi = split;
+            } else {
+                proof.push(self.range_hash(lo, split, source, memo)?);
+                lo = split;
+            }
+        }
+        proof.reverse();
+        Ok(proof)
+    }
+
+    /// MTH(D[start:end]) for a range the RFC 9162 recursion produces: `start` is a
+    /// multiple of the largest power of two below `end - start` (or of the length
+    /// itself when it is a power of two).
+    fn range_hash(
+        &self,
+        start: u64,
+        end: u64,
+        source: &dyn TileSource,
+        memo: &mut RangeHashes,
+    ) -> Result<Hash, LedgerError> {
+        let length = end - start;
+        if length.is_power_of_two() {
+            let level = length.trailing_zeros();
+            return self.node(level, start >> level, source);
+        }
+        if let Some(hash) = memo.0.get(&(start, end)) {
+            return Ok(*hash);
+        }
+        let split = start + largest_power_of_two_below(length);
+        let left = self.range_hash(start, split, source, memo)?;
+        let right = self.range_hash(split, end, source, memo)?;
+        let hash = node_hash(&left, &right);
+        memo.0.insert((start, end), hash);
+        Ok(hash)
     }
 
     /// The consistency proof from the tree of `old` to the tree of `new`.
@@ -297,6 +348,15 @@ impl TreeEdge {
             .map(|proof| proof.into_iter().map(Hash::from_tlog).collect())
             .map_err(|error| LedgerError::corrupt(error.to_string()))
     }
+}
+
+/// Hashes of incomplete ranges already computed for one tree size.
+#[derive(Debug, Default)]
+pub struct RangeHashes(std::collections::HashMap<(u64, u64), Hash>);
+
+/// The largest power of two strictly below `n` (for `n >= 2`).
+fn largest_power_of_two_below(n: u64) -> u64 {
+    1 << (63 - (n - 1).leading_zeros())
 }
 
 /// The top node of the stored full tile (`level`, `index`).

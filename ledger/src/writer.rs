@@ -77,16 +77,18 @@ pub fn spawn<S: LedgerStore + 'static>(
     config: BatchConfig,
 ) -> Result<(LedgerWriter, Committer<S>), LedgerError> {
     let (sender, receiver) = crossbeam_channel::unbounded();
+    let queue = Arc::new(Semaphore::new(config.max_queued.max(1)));
+    let in_flight = InFlight {
+        queue: queue.clone(),
+        capacity: config.max_queued.max(1),
+    };
     let thread = std::thread::Builder::new()
         .name("writ-ledger-commit".into())
-        .spawn(move || run(log, &receiver, config))
+        .spawn(move || run(log, &receiver, config, &in_flight))
         .map_err(|error| LedgerError::CommitFailed {
             reason: format!("could not start the commit thread: {error}"),
         })?;
-    let writer = LedgerWriter {
-        sender,
-        queue: Arc::new(Semaphore::new(config.max_queued.max(1))),
-    };
+    let writer = LedgerWriter { sender, queue };
     Ok((writer, Committer { thread }))
 }
 
@@ -113,10 +115,23 @@ impl LedgerWriter {
     }
 }
 
+/// Counts the entries handed to the ledger and not yet answered.
+struct InFlight {
+    queue: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl InFlight {
+    fn count(&self) -> usize {
+        self.capacity.saturating_sub(self.queue.available_permits())
+    }
+}
+
 fn run<S: LedgerStore>(
     mut log: Log<S>,
     receiver: &Receiver<Request>,
     config: BatchConfig,
+    in_flight: &InFlight,
 ) -> Log<S> {
     let max_batch = config.max_batch.max(1);
     let mut requests: Vec<Request> = Vec::with_capacity(max_batch);
@@ -125,7 +140,8 @@ fn run<S: LedgerStore>(
         requests.extend(receiver.try_iter().take(max_batch - 1));
         if requests.len() < max_batch && !config.linger.is_zero() {
             let deadline = Instant::now() + config.linger;
-            while requests.len() < max_batch {
+            // Waiting is pointless once every entry in flight is in this batch.
+            while requests.len() < max_batch && requests.len() < in_flight.count() {
                 match receiver.recv_deadline(deadline) {
                     Ok(request) => {
                         requests.push(request);
