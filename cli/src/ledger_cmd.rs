@@ -253,14 +253,20 @@ fn parse_key(value: &str) -> anyhow::Result<LogVerifier> {
 
 fn export_key(export: &Path, key: Option<&str>) -> anyhow::Result<LogVerifier> {
     if !export.is_dir() {
-        bail!("export `{}` does not exist or is not a directory", export.display());
+        bail!(
+            "export `{}` does not exist or is not a directory",
+            export.display()
+        );
     }
     match key {
         Some(key) => parse_key(key),
         None => {
             let keys = export.join("keys");
             if !keys.is_file() {
-                bail!("`{}` is missing; give the verifier key with --key", keys.display());
+                bail!(
+                    "`{}` is missing; give the verifier key with --key",
+                    keys.display()
+                );
             }
             parse_key(&keys.display().to_string())
         }
