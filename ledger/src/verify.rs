@@ -77,6 +77,15 @@ pub fn verify_export(
     let mut completed: Vec<(TileId, Vec<u8>)> = Vec::new();
     let mut hash_tiles = 0u64;
     let mut next_checkpoint = checkpoints.iter().peekable();
+    // The empty tree is reached before any entry: its root is fixed.
+    if let Some((&at, &root)) = next_checkpoint.next_if(|(&at, _)| at.0 == 0) {
+        if root != Hash::empty_tree() {
+            return Err(failure(
+                format!("checkpoints/{at}"),
+                "a tree of size 0 must have the empty root",
+            ));
+        }
+    }
     // A root mismatch is reported once the tile holding the bad entry is checked,
     // which names the entry more precisely.
     let mut pending: Option<LedgerError> = None;
@@ -135,6 +144,13 @@ pub fn verify_export(
     hash_tiles += check_partial_tiles(dir, &edge)?;
     if let Some(error) = pending {
         return Err(error);
+    }
+    if let Some((at, _)) = next_checkpoint.next() {
+        // INVARIANT: every retained size is at most the latest, so all were reached.
+        return Err(failure(
+            format!("checkpoints/{at}"),
+            "was never reached by the entries",
+        ));
     }
     Ok(VerifyReport {
         size,
