@@ -98,7 +98,7 @@ struct Fixture<S: LedgerStore> {
 impl<S: LedgerStore> Fixture<S> {
     fn fill(store: S, size: u64, dir: Option<tempfile::TempDir>) -> Self {
         let started = Instant::now();
-        let mut log = Log::open(
+        let mut log = Log::create(
             Arc::new(store),
             signer(),
             Arc::new(SystemClock),
@@ -449,9 +449,11 @@ impl LedgerStore for MemStore {
         Ok(())
     }
 
-    fn truncate_entries(&self, from: LeafIndex) -> Result<u64, LedgerError> {
-        let mut inner = self.lock();
-        let removed = inner.entries.split_off(&from.0);
-        Ok(removed.len() as u64)
+    fn is_empty(&self) -> Result<bool, LedgerError> {
+        let inner = self.lock();
+        Ok(inner.meta.is_empty()
+            && inner.entries.is_empty()
+            && inner.tiles.is_empty()
+            && inner.checkpoints.is_empty())
     }
 }

@@ -71,7 +71,7 @@ impl DataDir {
             .map_err(|error| LedgerError::io(&self.root, error))?;
         let signer = LogSigner::generate(origin)?;
         let store = Arc::new(self.store()?);
-        drop(Log::open(
+        drop(Log::create(
             store,
             LogSigner::from_signer_key_string(&signer.to_signer_key_string())?,
             Arc::new(SystemClock),

@@ -84,13 +84,35 @@ fn unix_millis(time: SystemTime) -> u64 {
 }
 
 impl<S: LedgerStore> Log<S> {
+    /// Starts a new log in an empty store: stamps it with the format and the
+    /// signer's verifier key, then opens it. A store holding anything is refused,
+    /// so a key can never start a second history over a damaged one.
+    pub fn create(
+        store: Arc<S>,
+        signer: LogSigner,
+        clock: Arc<dyn Clock>,
+        retention: Retention,
+    ) -> Result<Self, LedgerError> {
+        if !store.is_empty()? {
+            return Err(LedgerError::corrupt(
+                "the store is not empty; a new log starts only in an empty store",
+            ));
+        }
+        store.set_meta(&[
+            ("format", STORE_FORMAT.as_bytes()),
+            ("verifier_key", signer.verifier_key().as_bytes()),
+        ])?;
+        Self::open(store, signer, clock, retention)
+    }
+
     /// Opens the log in `store`, checking it against its last signed checkpoint.
     ///
-    /// A new store is stamped with the format and the signer's verifier key. An
-    /// existing one must have been written by the same key; its stored hashes and
-    /// last checkpoint must agree with the stored entries, or it is refused with a
-    /// message naming what is wrong (never repaired). Entries past the committed
-    /// size (an unacknowledged batch) are discarded.
+    /// The store must have been created by [`Log::create`] with the same key; its
+    /// stored hashes and last checkpoint must agree with the stored entries, or it
+    /// is refused with a message naming what is wrong. Nothing is written or
+    /// repaired before the checks pass. Entries past the committed size are refused
+    /// too: a batch is one atomic write, so a crash cannot leave part of one, and
+    /// such entries can only come from damage.
     pub fn open(
         store: Arc<S>,
         signer: LogSigner,
@@ -99,12 +121,6 @@ impl<S: LedgerStore> Log<S> {
     ) -> Result<Self, LedgerError> {
         let key = signer.verifier_key();
         match (store.meta("format")?, store.meta("verifier_key")?) {
-            (None, None) if store.size()?.0 == 0 => {
-                store.set_meta(&[
-                    ("format", STORE_FORMAT.as_bytes()),
-                    ("verifier_key", key.as_bytes()),
-                ])?;
-            }
             (Some(format), Some(stored_key)) => {
                 if format != STORE_FORMAT.as_bytes() {
                     return Err(LedgerError::corrupt(format!(
@@ -121,18 +137,21 @@ impl<S: LedgerStore> Log<S> {
             }
             _ => {
                 return Err(LedgerError::corrupt(
-                    "metadata (format or verifier key) is missing",
+                    "metadata (format or verifier key) is missing: this is not a ledger store, or it was damaged",
                 ))
             }
         }
+        if store.meta("size")?.is_none() && store.entries_from(LeafIndex(0)).next().is_some() {
+            return Err(LedgerError::corrupt(
+                "the committed size is missing but entries are stored",
+            ));
+        }
         let size = store.size()?;
-        let discarded = store.truncate_entries(LeafIndex(size.0))?;
-        if discarded > 0 {
-            tracing::warn!(
-                discarded,
-                size = size.0,
-                "discarded entries past the committed size"
-            );
+        if let Some(stray) = store.entries_from(LeafIndex(size.0)).next() {
+            let (index, _) = stray?;
+            return Err(LedgerError::corrupt(format!(
+                "entry {index} is stored past the committed size {size}"
+            )));
         }
         let edge = rebuild_edge(store.as_ref(), size)?;
         check_last_full_tiles(store.as_ref(), size)?;

@@ -60,8 +60,8 @@ pub trait LedgerStore: TileSource + Send + Sync {
     fn commit(&self, batch: CommitBatch) -> Result<(), LedgerError>;
     /// Removes checkpoints (retention); need not be durable at once.
     fn remove_checkpoints(&self, sizes: &[TreeSize]) -> Result<(), LedgerError>;
-    /// Removes entries at or after `from` (an unacknowledged tail found at open).
-    fn truncate_entries(&self, from: LeafIndex) -> Result<u64, LedgerError>;
+    /// Whether the store holds nothing at all (not even metadata).
+    fn is_empty(&self) -> Result<bool, LedgerError>;
 }
 
 const ENTRY: u8 = b'e';
@@ -294,16 +294,7 @@ impl LedgerStore for SledStore {
         Ok(())
     }
 
-    fn truncate_entries(&self, from: LeafIndex) -> Result<u64, LedgerError> {
-        let mut write = sled::Batch::default();
-        let mut removed = 0;
-        for item in self.db.range(entry_key(from).to_vec()..vec![ENTRY + 1]) {
-            let (key, _) = item?;
-            write.remove(key);
-            removed += 1;
-        }
-        self.db.apply_batch(write)?;
-        self.sync()?;
-        Ok(removed)
+    fn is_empty(&self) -> Result<bool, LedgerError> {
+        Ok(self.db.is_empty())
     }
 }

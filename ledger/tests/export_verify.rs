@@ -20,7 +20,8 @@ fn signer() -> LogSigner {
 fn exported(entries: u64) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
-    let mut log = Log::open(store, signer(), Arc::new(SystemClock), Retention::default()).unwrap();
+    let mut log =
+        Log::create(store, signer(), Arc::new(SystemClock), Retention::default()).unwrap();
     let drafts: Vec<_> = (0..entries)
         .map(|n| {
             EntryDraft {

@@ -34,7 +34,11 @@ fn signer() -> LogSigner {
 
 fn open(dir: &std::path::Path) -> Log<SledStore> {
     let store = Arc::new(SledStore::open(dir).unwrap());
-    Log::open(store, signer(), Arc::new(SystemClock), Retention::default()).unwrap()
+    if store.is_empty().unwrap() {
+        Log::create(store, signer(), Arc::new(SystemClock), Retention::default()).unwrap()
+    } else {
+        Log::open(store, signer(), Arc::new(SystemClock), Retention::default()).unwrap()
+    }
 }
 
 #[test]

@@ -26,8 +26,13 @@ fn signer() -> LogSigner {
     LogSigner::from_seed("test.example/log", &[5u8; 32]).unwrap()
 }
 
+/// Opens the log in `store`, creating it when the store is empty.
 fn open_log<S: LedgerStore>(store: Arc<S>) -> Result<Log<S>, LedgerError> {
-    Log::open(store, signer(), Arc::new(SystemClock), Retention::default())
+    if store.is_empty()? {
+        Log::create(store, signer(), Arc::new(SystemClock), Retention::default())
+    } else {
+        Log::open(store, signer(), Arc::new(SystemClock), Retention::default())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,8 +133,8 @@ impl LedgerStore for FlakyStore {
     fn remove_checkpoints(&self, sizes: &[TreeSize]) -> Result<(), LedgerError> {
         self.inner.remove_checkpoints(sizes)
     }
-    fn truncate_entries(&self, from: LeafIndex) -> Result<u64, LedgerError> {
-        self.inner.truncate_entries(from)
+    fn is_empty(&self) -> Result<bool, LedgerError> {
+        self.inner.is_empty()
     }
 }
 
@@ -225,16 +230,43 @@ fn an_entry_with_a_wrong_index_or_a_missing_checkpoint_is_refused() {
 }
 
 #[test]
-fn entries_past_the_committed_size_are_discarded() {
+fn entries_past_the_committed_size_are_refused_and_kept() {
+    // A batch is one atomic write, so a crash cannot leave part of one: entries past
+    // the committed size are damage, and the data dir is refused without a write.
     let dir = tempfile::tempdir().unwrap();
     let store = filled(dir.path(), 10);
     let stray = store.entry(LeafIndex(9)).unwrap().unwrap();
-    rewrite_entry(&store, 10, stray.clone());
     rewrite_entry(&store, 11, stray);
-    let mut log = open_log(store.clone()).unwrap();
-    assert_eq!(log.size(), TreeSize(10));
-    assert!(store.entry(LeafIndex(11)).unwrap().is_none());
-    log.append_batch(&[draft(10).prepare().unwrap()]).unwrap();
+    let err = open_log(store.clone()).unwrap_err().to_string();
+    assert!(
+        err.contains("entry 11 is stored past the committed size 10"),
+        "{err}"
+    );
+    assert!(
+        store.entry(LeafIndex(11)).unwrap().is_some(),
+        "nothing is repaired"
+    );
+}
+
+#[test]
+fn a_store_without_metadata_is_not_a_new_log() {
+    // The fork guard: a store that lost its metadata is refused, never re-stamped.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let err = Log::open(
+        store.clone(),
+        signer(),
+        Arc::new(SystemClock),
+        Retention::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("metadata"), "{err}");
+    let store = filled(tempfile::tempdir().unwrap().path(), 3);
+    let err = Log::create(store, signer(), Arc::new(SystemClock), Retention::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not empty"), "{err}");
 }
 
 /// A clock the test moves forward.
@@ -252,7 +284,8 @@ fn old_checkpoints_are_thinned_to_one_per_minute() {
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
     let start = 1_800_000_000_000u64;
     let clock = Arc::new(SteppingClock(AtomicU64::new(start)));
-    let mut log = Log::open(store.clone(), signer(), clock.clone(), Retention::default()).unwrap();
+    let mut log =
+        Log::create(store.clone(), signer(), clock.clone(), Retention::default()).unwrap();
     // Two hours, a batch every 10 seconds.
     let batches = 2 * 360;
     for n in 0..batches {
