@@ -66,11 +66,21 @@ impl Ledger {
 fn prove(export_dir: &Path, index: u64, size: Option<u64>) -> Run {
     let index = index.to_string();
     match size {
-        None => writ(&[&"ledger", &"prove", &export_dir, &"--index", &index]),
+        None => writ(&[
+            &"ledger",
+            &"prove",
+            &export_dir,
+            &"--key",
+            &export_dir.join("keys"),
+            &"--index",
+            &index,
+        ]),
         Some(size) => writ(&[
             &"ledger",
             &"prove",
             &export_dir,
+            &"--key",
+            &export_dir.join("keys"),
             &"--index",
             &index,
             &"--size",
@@ -266,6 +276,8 @@ fn bench_export_verify_prove_and_consistency() {
         &"ledger",
         &"prove",
         &out,
+        &"--key",
+        &out.join("keys"),
         &"--index",
         &older.to_string(),
         &"--size",
@@ -290,11 +302,21 @@ fn bench_export_verify_prove_and_consistency() {
     ];
     for (old, new) in pairs {
         let run = match new {
-            None => writ(&[&"ledger", &"consistency", &out, &"--old", &old.to_string()]),
+            None => writ(&[
+                &"ledger",
+                &"consistency",
+                &out,
+                &"--key",
+                &out.join("keys"),
+                &"--old",
+                &old.to_string(),
+            ]),
             Some(new) => writ(&[
                 &"ledger",
                 &"consistency",
                 &out,
+                &"--key",
+                &out.join("keys"),
                 &"--old",
                 &old.to_string(),
                 &"--new",
@@ -337,7 +359,16 @@ fn bench_appends_to_an_existing_ledger() {
     // The first export's entries are a prefix of the second's.
     let first = common::export_entries(&ledger.export);
     assert_eq!(first[..], common::export_entries(&second)[..30]);
-    writ(&[&"ledger", &"consistency", &second, &"--old", &"30"]).ok();
+    writ(&[
+        &"ledger",
+        &"consistency",
+        &second,
+        &"--key",
+        &second.join("keys"),
+        &"--old",
+        &"30",
+    ])
+    .ok();
 }
 
 #[test]
@@ -486,49 +517,71 @@ fn verify_receipt_refuses_a_wrong_key() {
 fn prove_refuses_an_index_beyond_the_size() {
     let ledger = Ledger::new(20);
     for index in ["20", "21", "18446744073709551615"] {
-        writ(&[&"ledger", &"prove", &ledger.export, &"--index", &index]).fails_with("out of range");
+        writ(&[
+            &"ledger",
+            &"prove",
+            &ledger.export,
+            &"--key",
+            &ledger.export.join("keys"),
+            &"--index",
+            &index,
+        ])
+        .fails_with("out of range");
     }
     writ(&[
         &"ledger",
         &"prove",
         &ledger.export,
+        &"--key",
+        &ledger.export.join("keys"),
         &"--index",
         &"0",
         &"--size",
         &"12345",
     ])
-    .fails_with("checkpoints/12345");
+    .fails_with("the latest checkpoint is for size 20");
     writ(&[
         &"ledger",
         &"consistency",
         &ledger.export,
+        &"--key",
+        &ledger.export.join("keys"),
         &"--old",
         &"12345",
     ])
-    .fails_with("checkpoints/12345");
+    .fails_with("the latest checkpoint is for size 20");
 }
 
-/// Without --key, prove and consistency read the export's `keys`; a missing export
-/// (or `keys` file) must be named, not reported as a malformed --key.
+/// prove and consistency take the trusted key only from --key (never from the
+/// export, which whoever made it controls); a missing export is named.
 #[test]
-fn prove_and_consistency_name_a_missing_export() {
+fn prove_and_consistency_need_a_key_and_name_a_missing_export() {
     let ledger = Ledger::new(5);
     let nowhere = ledger.path("nowhere");
-    writ(&[&"ledger", &"prove", &nowhere, &"--index", &"0"]).fails_with("nowhere");
-    writ(&[&"ledger", &"consistency", &nowhere, &"--old", &"1"]).fails_with("nowhere");
-    fs::remove_file(ledger.export.join("keys")).unwrap();
-    writ(&[&"ledger", &"prove", &ledger.export, &"--index", &"0"]).fails_with("keys");
-    // With the key given, the missing export itself is named.
-    writ(&[
-        &"ledger",
-        &"prove",
-        &nowhere,
-        &"--index",
-        &"0",
-        &"--key",
-        &ledger.key,
-    ])
-    .fails_with("nowhere");
+    for run in [
+        writ(&[&"ledger", &"prove", &ledger.export, &"--index", &"0"]),
+        writ(&[&"ledger", &"consistency", &ledger.export, &"--old", &"1"]),
+    ] {
+        assert_eq!(run.code, Some(2), "a usage error:\n{run}");
+        assert!(run.stderr.contains("--key"), "{run}");
+    }
+    for command in ["prove", "consistency"] {
+        let (flag, value) = if command == "prove" {
+            ("--index", "0")
+        } else {
+            ("--old", "1")
+        };
+        writ(&[
+            &"ledger",
+            &command,
+            &nowhere,
+            &flag,
+            &value,
+            &"--key",
+            &ledger.key,
+        ])
+        .fails_with("nowhere");
+    }
 }
 
 #[test]

@@ -192,6 +192,8 @@ fn receipts_printed_before_sigkill_survive_and_the_log_reopens() {
                 &"ledger",
                 &"consistency",
                 &out,
+                &"--key",
+                &out.join("keys"),
                 &"--old",
                 &previous_size.to_string(),
             ])

@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
 use writ_ledger::datadir::DataDir;
+use writ_ledger::files::read_bounded;
 use writ_ledger::log::Retention;
 use writ_ledger::prove::ExportReader;
 use writ_ledger::receipt::verify_receipt;
@@ -86,9 +87,10 @@ pub(crate) enum LedgerCommand {
         /// The signed checkpoint's size (default: the latest).
         #[arg(long)]
         size: Option<u64>,
-        /// The verifier key string, or a file holding it (default: the export's `keys`).
+        /// The trusted verifier key string, or a file holding it (never taken from
+        /// the export itself, which whoever made it controls).
         #[arg(long)]
-        key: Option<String>,
+        key: String,
     },
     /// Print the consistency proof between two signed checkpoints of an export.
     Consistency {
@@ -97,8 +99,9 @@ pub(crate) enum LedgerCommand {
         old: u64,
         #[arg(long)]
         new: Option<u64>,
+        /// The trusted verifier key string, or a file holding it.
         #[arg(long)]
-        key: Option<String>,
+        key: String,
     },
 }
 
@@ -181,7 +184,7 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             size,
             key,
         } => {
-            let reader = ExportReader::open(&export, export_key(&export, key.as_deref())?)?;
+            let reader = ExportReader::open(&export, export_key(&export, &key)?)?;
             let receipt = reader.prove(LeafIndex(index), size.map(TreeSize))?;
             print!("{}", receipt.to_text());
             Ok(ExitCode::SUCCESS)
@@ -192,7 +195,7 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             new,
             key,
         } => {
-            let reader = ExportReader::open(&export, export_key(&export, key.as_deref())?)?;
+            let reader = ExportReader::open(&export, export_key(&export, &key)?)?;
             let (old, new, proof) = reader.consistency(TreeSize(old), new.map(TreeSize))?;
             println!("consistency {} {}", old.size, new.size);
             println!("old {}", old.root.to_base64());
@@ -218,18 +221,9 @@ pub(crate) fn run_keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Reads a file, refusing one larger than `limit` bytes.
+/// Reads a regular file, refusing one larger than `limit` bytes.
 fn read_limited(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
-    let length = std::fs::metadata(path)
-        .with_context(|| format!("`{}`", path.display()))?
-        .len();
-    if length > limit as u64 {
-        bail!(
-            "`{}` is {length} bytes; the limit is {limit}",
-            path.display()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("`{}`", path.display()))
+    read_bounded(path, limit as u64).with_context(|| format!("`{}`", path.display()))
 }
 
 /// A verifier key given inline, or in a file.
@@ -251,26 +245,14 @@ fn parse_key(value: &str) -> anyhow::Result<LogVerifier> {
     }
 }
 
-fn export_key(export: &Path, key: Option<&str>) -> anyhow::Result<LogVerifier> {
+fn export_key(export: &Path, key: &str) -> anyhow::Result<LogVerifier> {
     if !export.is_dir() {
         bail!(
             "export `{}` does not exist or is not a directory",
             export.display()
         );
     }
-    match key {
-        Some(key) => parse_key(key),
-        None => {
-            let keys = export.join("keys");
-            if !keys.is_file() {
-                bail!(
-                    "`{}` is missing; give the verifier key with --key",
-                    keys.display()
-                );
-            }
-            parse_key(&keys.display().to_string())
-        }
-    }
+    parse_key(key)
 }
 
 fn verify(export: &Path, key: &str, json: bool) -> anyhow::Result<ExitCode> {

@@ -105,12 +105,14 @@ impl LogSigner {
         let mut raw = Zeroizing::new(Vec::with_capacity(33));
         raw.push(ALG_ED25519);
         raw.extend_from_slice(self.key.as_bytes());
-        Zeroizing::new(format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.key_id,
-            BASE64.encode(raw.as_slice())
-        ))
+        // Built in one zeroizing buffer of its final size: no copy of the encoded
+        // seed is left behind in freed memory.
+        let mut text = Zeroizing::new(String::with_capacity(self.name.len() + 96));
+        text.push_str("PRIVATE+KEY+");
+        text.push_str(&self.name);
+        text.push_str(&format!("+{:08x}+", self.key_id));
+        BASE64.encode_string(raw.as_slice(), &mut text);
+        text
     }
 
     /// The verifier key string `name+hexkeyid+base64(0x01||pubkey)`.

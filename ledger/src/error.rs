@@ -66,6 +66,10 @@ pub enum LedgerError {
     Corrupt { what: String },
     #[error("the ledger writer has stopped; nothing more can be recorded")]
     WriterStopped,
+    /// The entry is not acknowledged and must not be acted on. It may still have
+    /// been recorded (the write reached the store but its sync failed, or a receipt
+    /// could not be built after the sync), so a caller that retries can record the
+    /// same request twice; the outcome entry tells them apart.
     #[error("the ledger could not record the batch: {reason}")]
     CommitFailed { reason: String },
 }

@@ -10,6 +10,7 @@ pub mod datadir;
 pub mod entry;
 pub mod error;
 pub mod export;
+pub mod files;
 pub mod hash;
 pub mod log;
 pub mod proof;

@@ -49,6 +49,9 @@ impl Default for Retention {
     }
 }
 
+/// The last millisecond an RFC 3339 time can name (9999-12-31T23:59:59.999Z).
+const MAX_UNIX_MILLIS: u64 = 253_402_300_799_999;
+
 /// How often the writer looks for checkpoints to prune.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
@@ -223,6 +226,11 @@ impl<S: LedgerStore> Log<S> {
             return Ok(Vec::new());
         }
         let now = unix_millis(self.clock.now()).max(self.last_millis);
+        if now > MAX_UNIX_MILLIS {
+            return Err(LedgerError::CommitFailed {
+                reason: "the clock is past the year 9999".into(),
+            });
+        }
         let time = UNIX_EPOCH + Duration::from_millis(now);
         let start = self.edge.size();
         // From here the edge is ahead of the store until the commit succeeds.
@@ -398,6 +406,12 @@ fn check_latest_checkpoint<S: LedgerStore>(
             )))
         };
     };
+    if latest.unix_millis > MAX_UNIX_MILLIS {
+        return Err(LedgerError::corrupt(format!(
+            "checkpoint {} is stamped after the year 9999",
+            latest.size
+        )));
+    }
     if latest.size != size {
         return Err(LedgerError::corrupt(format!(
             "the last checkpoint is for size {} but the log holds {size} entries",

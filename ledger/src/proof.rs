@@ -37,7 +37,7 @@ pub fn inclusion_proof_len(index: LeafIndex, size: TreeSize) -> usize {
     // plus the number of set bits of index above that (the "border" part).
     let last = size.0.saturating_sub(1);
     let inner = 64 - (index.0 ^ last).leading_zeros();
-    let border = (index.0 >> inner).count_ones();
+    let border = index.0.checked_shr(inner).unwrap_or(0).count_ones();
     (inner + border) as usize
 }
 
@@ -154,6 +154,12 @@ mod tests {
         assert_eq!(inclusion_proof_len(LeafIndex(6), TreeSize(7)), 2);
         assert_eq!(inclusion_proof_len(LeafIndex(0), TreeSize(1)), 0);
         assert_eq!(inclusion_proof_len(LeafIndex(4), TreeSize(5)), 1);
+        // Sizes above 2^63 shift by 64 bits: no overflow, and the right length.
+        assert_eq!(inclusion_proof_len(LeafIndex(0), TreeSize(u64::MAX)), 64);
+        assert_eq!(
+            inclusion_proof_len(LeafIndex(u64::MAX - 1), TreeSize(u64::MAX)),
+            63
+        );
     }
 
     #[test]

@@ -6,17 +6,18 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, LogVerifier};
 use crate::error::LedgerError;
+use crate::files::read_bounded;
 use crate::hash::{leaf_hash, node_hash, Hash, HASH_LEN};
 use crate::proof::{verify_consistency, verify_inclusion};
 use crate::receipt::Receipt;
 use crate::tilepath::{split_bundle, tile_path, TileKind};
 use crate::tiles::{TILE_HEIGHT, TILE_WIDTH};
 use crate::types::{LeafIndex, TreeSize};
+use crate::verify::MAX_EXPORT_FILE;
 
 /// An export directory opened for proofs.
 #[derive(Debug)]
@@ -37,7 +38,7 @@ fn failure(at: impl Into<String>, reason: impl Into<String>) -> LedgerError {
 impl ExportReader {
     /// Opens `dir`, verifying its latest checkpoint with `key`.
     pub fn open(dir: &Path, key: LogVerifier) -> Result<Self, LedgerError> {
-        let note = fs::read(dir.join("checkpoint"))
+        let note = read_bounded(&dir.join("checkpoint"), MAX_EXPORT_FILE)
             .map_err(|error| failure("checkpoint", error.to_string()))?;
         let latest = key
             .verify_checkpoint(&note)
@@ -57,11 +58,21 @@ impl ExportReader {
 
     /// The signed note of the checkpoint of `size` (the latest when `None`), verified.
     pub fn checkpoint(&self, size: Option<TreeSize>) -> Result<(String, Checkpoint), LedgerError> {
+        if size.is_some_and(|size| size > self.latest.size) {
+            return Err(failure(
+                "checkpoint",
+                format!("the latest checkpoint is for size {}", self.latest.size),
+            ));
+        }
         let relative = match size {
             Some(size) if size != self.latest.size => format!("checkpoints/{size}"),
             _ => "checkpoint".to_owned(),
         };
-        let note = fs::read_to_string(self.dir.join(&relative))
+        let note = read_bounded(&self.dir.join(&relative), MAX_EXPORT_FILE)
+            .and_then(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))
+            })
             .map_err(|_| failure(&relative, "no signed checkpoint of this size in the export"))?;
         let checkpoint = self
             .key
@@ -82,8 +93,8 @@ impl ExportReader {
         let number = index.0 / TILE_WIDTH as u64;
         let width = (size.0 - number * TILE_WIDTH as u64).min(TILE_WIDTH as u64) as usize;
         let path = tile_path(TileKind::Entries, number, width);
-        let bundle =
-            fs::read(self.dir.join(&path)).map_err(|error| failure(&path, error.to_string()))?;
+        let bundle = read_bounded(&self.dir.join(&path), MAX_EXPORT_FILE)
+            .map_err(|error| failure(&path, error.to_string()))?;
         let entries = split_bundle(&bundle, number * TILE_WIDTH as u64, width)
             .map_err(|reason| failure(&path, reason))?;
         entries
@@ -165,8 +176,8 @@ impl ExportReader {
         let nodes = self.latest.size.0 >> (u32::from(level) * TILE_HEIGHT);
         let width = (nodes - index * TILE_WIDTH as u64).min(TILE_WIDTH as u64) as usize;
         let path = tile_path(TileKind::Hashes(level), index, width);
-        let tile =
-            fs::read(self.dir.join(&path)).map_err(|error| failure(&path, error.to_string()))?;
+        let tile = read_bounded(&self.dir.join(&path), MAX_EXPORT_FILE)
+            .map_err(|error| failure(&path, error.to_string()))?;
         if tile.len() != width * HASH_LEN {
             return Err(failure(&path, "wrong length"));
         }

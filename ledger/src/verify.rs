@@ -14,6 +14,7 @@ use std::path::Path;
 use crate::checkpoint::LogVerifier;
 use crate::entry::check_entry;
 use crate::error::LedgerError;
+use crate::files::read_bounded;
 use crate::hash::{leaf_hash, Hash, HASH_LEN};
 use crate::tilepath::{split_bundle, tile_path, TileKind};
 use crate::tiles::{bottom_row, NoTiles, TileId, TreeEdge, TILE_HEIGHT, TILE_WIDTH};
@@ -37,23 +38,14 @@ fn failure(at: impl Into<String>, reason: impl Into<String>) -> LedgerError {
 }
 
 /// The largest file an export can hold: a full bundle of maximal entries.
-const MAX_EXPORT_FILE: u64 = (TILE_WIDTH * (2 + crate::entry::MAX_ENTRY_BYTES)) as u64;
+pub(crate) const MAX_EXPORT_FILE: u64 = (TILE_WIDTH * (2 + crate::entry::MAX_ENTRY_BYTES)) as u64;
 
 /// Reads an export file, refusing one larger than any valid export file can be.
 fn read(root: &Path, relative: &str) -> Result<Vec<u8>, LedgerError> {
-    let io_failure = |error: std::io::Error| match error.kind() {
+    read_bounded(&root.join(relative), MAX_EXPORT_FILE).map_err(|error| match error.kind() {
         std::io::ErrorKind::NotFound => failure(relative, "missing"),
         _ => failure(relative, error.to_string()),
-    };
-    let path = root.join(relative);
-    let length = fs::metadata(&path).map_err(io_failure)?.len();
-    if length > MAX_EXPORT_FILE {
-        return Err(failure(
-            relative,
-            format!("{length} bytes is larger than any export file can be"),
-        ));
-    }
-    fs::read(&path).map_err(io_failure)
+    })
 }
 
 /// Verifies the export in `dir` against the trusted `key`. `progress` is called

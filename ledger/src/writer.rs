@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::entry::{EntryDraft, PreparedEntry};
 use crate::error::LedgerError;
@@ -43,6 +43,9 @@ impl Default for BatchConfig {
 struct Request {
     entry: PreparedEntry,
     reply: oneshot::Sender<Result<Receipt, LedgerError>>,
+    /// Held until the committer answers, even if the writer stopped waiting, so
+    /// the queue bound holds for abandoned requests too.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// A cloneable handle through which any task appends to the ledger.
@@ -102,14 +105,19 @@ impl LedgerWriter {
 
     /// [`Self::append`] for an entry prepared beforehand.
     pub async fn append_prepared(&self, entry: PreparedEntry) -> Result<Receipt, LedgerError> {
-        let _permit = self
+        let permit = self
             .queue
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| LedgerError::WriterStopped)?;
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Request { entry, reply })
+            .send(Request {
+                entry,
+                reply,
+                _permit: permit,
+            })
             .map_err(|_| LedgerError::WriterStopped)?;
         answer.await.map_err(|_| LedgerError::WriterStopped)?
     }
@@ -152,13 +160,14 @@ fn run<S: LedgerStore>(
                 }
             }
         }
+        // The permits go with the replies: released once each writer is answered.
         let (entries, replies): (Vec<PreparedEntry>, Vec<_>) = requests
             .drain(..)
-            .map(|request| (request.entry, request.reply))
+            .map(|request| (request.entry, (request.reply, request._permit)))
             .unzip();
         match log.append_batch(&entries) {
             Ok(receipts) => {
-                for (reply, receipt) in replies.into_iter().zip(receipts) {
+                for ((reply, _permit), receipt) in replies.into_iter().zip(receipts) {
                     // A writer that gave up waiting still has its entry recorded.
                     let _ = reply.send(Ok(receipt));
                 }
@@ -166,7 +175,7 @@ fn run<S: LedgerStore>(
             Err(error) => {
                 tracing::error!(%error, entries = entries.len(), "ledger batch failed; refusing all writes");
                 let reason = error.to_string();
-                for reply in replies {
+                for (reply, _permit) in replies {
                     let _ = reply.send(Err(LedgerError::CommitFailed {
                         reason: reason.clone(),
                     }));
