@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs;
-use std::io::BufRead as _;
+use std::io::BufRead;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -125,6 +125,35 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts a long `bench` on `data` and returns once it holds the data dir (its
+/// first receipt is out). Keep the reader: a closed pipe would stop the bench,
+/// while a full one makes it wait, still holding the data dir.
+fn hold_data_dir(data: &Path, writers: &str) -> (KillOnDrop, impl BufRead) {
+    let child = Command::new(WRIT)
+        .args([
+            "ledger",
+            "bench",
+            "--entries",
+            "10000000",
+            "--writers",
+            writers,
+        ])
+        .arg("--data")
+        .arg(data)
+        .arg("--print-receipts")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bench");
+    let mut bench_process = KillOnDrop(child);
+    let mut receipts = std::io::BufReader::new(bench_process.0.stdout.take().unwrap());
+    let mut first = String::new();
+    receipts.read_line(&mut first).unwrap();
+    assert!(first.starts_with("{\"index\":"), "first receipt: {first:?}");
+    (bench_process, receipts)
 }
 
 #[test]
@@ -687,24 +716,7 @@ fn export_of_an_empty_ledger_says_so() {
 fn export_refuses_a_data_dir_in_use() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let child = Command::new(WRIT)
-        .args(["ledger", "bench", "--entries", "10000000", "--writers", "4"])
-        .arg("--data")
-        .arg(&data)
-        .arg("--print-receipts")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start bench");
-    let mut bench_process = KillOnDrop(child);
-    // Once a receipt is printed the bench holds the data dir open.
-    // Keep its standard output open (a closed pipe would stop it); once full, the
-    // bench waits while still holding the data dir.
-    let mut receipts = std::io::BufReader::new(bench_process.0.stdout.take().unwrap());
-    let mut first = String::new();
-    receipts.read_line(&mut first).unwrap();
-    assert!(first.starts_with("{\"index\":"), "first receipt: {first:?}");
+    let (mut bench_process, receipts) = hold_data_dir(&data, "4");
     assert!(data.join("ledger.key").is_file());
 
     let out = tmp.path().join("out");
@@ -727,23 +739,7 @@ fn export_refuses_a_data_dir_in_use() {
 fn a_second_bench_refuses_a_data_dir_in_use() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let child = Command::new(WRIT)
-        .args(["ledger", "bench", "--entries", "10000000", "--writers", "2"])
-        .arg("--data")
-        .arg(&data)
-        .arg("--print-receipts")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start bench");
-    let mut bench_process = KillOnDrop(child);
-    // Keep its standard output open (a closed pipe would stop it); once full, the
-    // bench waits while still holding the data dir.
-    let mut receipts = std::io::BufReader::new(bench_process.0.stdout.take().unwrap());
-    let mut first = String::new();
-    receipts.read_line(&mut first).unwrap();
-    assert!(first.starts_with("{\"index\":"), "first receipt: {first:?}");
+    let (bench_process, receipts) = hold_data_dir(&data, "2");
     writ(&[
         &"ledger",
         &"bench",
