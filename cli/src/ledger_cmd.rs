@@ -92,11 +92,20 @@ pub(crate) enum LedgerCommand {
         #[arg(long)]
         key: String,
     },
-    /// Print the consistency proof between two signed checkpoints of an export.
+    /// Print the consistency proof between two signed checkpoints of an export,
+    /// or from a checkpoint you kept (`--old-checkpoint`) to the export.
     Consistency {
         export: PathBuf,
+        /// The size of an older checkpoint retained in the export.
+        #[arg(
+            long,
+            required_unless_present = "old_checkpoint",
+            conflicts_with = "old_checkpoint"
+        )]
+        old: Option<u64>,
+        /// A signed checkpoint kept from earlier (a file); the export must extend it.
         #[arg(long)]
-        old: u64,
+        old_checkpoint: Option<PathBuf>,
         #[arg(long)]
         new: Option<u64>,
         /// The trusted verifier key string, or a file holding it.
@@ -192,11 +201,19 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
         LedgerCommand::Consistency {
             export,
             old,
+            old_checkpoint,
             new,
             key,
         } => {
             let reader = ExportReader::open(&export, export_key(&export, &key)?)?;
-            let (old, new, proof) = reader.consistency(TreeSize(old), new.map(TreeSize))?;
+            let new = new.map(TreeSize);
+            let (old, new, proof) = match (old, old_checkpoint) {
+                (_, Some(path)) => {
+                    reader.consistency_from_note(&read_limited(&path, 64 * 1024)?, new)?
+                }
+                (Some(old), None) => reader.consistency(TreeSize(old), new)?,
+                (None, None) => bail!("give --old SIZE or --old-checkpoint FILE"),
+            };
             println!("consistency {} {}", old.size, new.size);
             println!("old {}", old.root.to_base64());
             println!("new {}", new.root.to_base64());

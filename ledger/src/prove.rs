@@ -139,6 +139,31 @@ impl ExportReader {
         new: Option<TreeSize>,
     ) -> Result<(Checkpoint, Checkpoint, Vec<Hash>), LedgerError> {
         let (_, old_checkpoint) = self.checkpoint(Some(old))?;
+        self.consistency_from(old_checkpoint, new)
+    }
+
+    /// The consistency proof from a signed checkpoint the auditor kept (a note,
+    /// verified with the trusted key; it need not be in the export) to the export's
+    /// checkpoint of `new` (the latest when `None`). Fails if the export's tree
+    /// does not extend it: a log that was rewritten since.
+    pub fn consistency_from_note(
+        &self,
+        note: &[u8],
+        new: Option<TreeSize>,
+    ) -> Result<(Checkpoint, Checkpoint, Vec<Hash>), LedgerError> {
+        let old_checkpoint = self
+            .key
+            .verify_checkpoint(note)
+            .map_err(|error| failure("old checkpoint", error.to_string()))?;
+        self.consistency_from(old_checkpoint, new)
+    }
+
+    fn consistency_from(
+        &self,
+        old_checkpoint: Checkpoint,
+        new: Option<TreeSize>,
+    ) -> Result<(Checkpoint, Checkpoint, Vec<Hash>), LedgerError> {
+        let old = old_checkpoint.size;
         let (_, new_checkpoint) = self.checkpoint(new)?;
         if old.0 == 0 {
             return Err(LedgerError::EmptyOldTree);
@@ -164,7 +189,16 @@ impl ExportReader {
             &old_checkpoint.root,
             &new_checkpoint.root,
             &proof,
-        )?;
+        )
+        .map_err(|error| {
+            failure(
+                format!("checkpoint {old}"),
+                format!(
+                    "the export at size {} does not extend it: {error}",
+                    new_checkpoint.size
+                ),
+            )
+        })?;
         Ok((old_checkpoint, new_checkpoint, proof))
     }
 

@@ -18,6 +18,11 @@ fn signer() -> LogSigner {
 }
 
 fn exported(entries: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+    exported_with(entries, "n")
+}
+
+/// A log of `entries` whose entries carry the field `field`, exported.
+fn exported_with(entries: u64, field: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
     let mut log =
@@ -28,7 +33,10 @@ fn exported(entries: u64) -> (tempfile::TempDir, std::path::PathBuf) {
                 kind: "test.entry".into(),
                 actor: "writ".into(),
                 workspace: "-".into(),
-                fields: serde_json::json!({ "n": n }).as_object().cloned().unwrap(),
+                fields: serde_json::json!({ field: n })
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
             }
             .prepare()
             .unwrap()
@@ -94,4 +102,21 @@ fn a_checkpoint_file_named_for_another_size_fails() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("checkpoints/38"), "{err}");
+}
+
+#[test]
+fn a_kept_checkpoint_is_extended_by_the_export_but_not_by_a_fork() {
+    let (_dir, out) = exported(600);
+    let kept = std::fs::read(out.join("checkpoints/74")).unwrap();
+    let reader = ExportReader::open(&out, key()).unwrap();
+    let (old, new, _) = reader.consistency_from_note(&kept, None).unwrap();
+    assert_eq!((old.size, new.size), (TreeSize(74), TreeSize(600)));
+    // The same key signed another history (a rewritten log): it does not extend.
+    let (_fork_dir, fork) = exported_with(600, "m");
+    let forked = std::fs::read(fork.join("checkpoints/74")).unwrap();
+    let err = reader
+        .consistency_from_note(&forked, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not extend it"), "{err}");
 }
