@@ -120,6 +120,15 @@ impl LogSigner {
         verifier_key_string(&self.name, &self.key.verifying_key())
     }
 
+    /// The public half, as a verifier.
+    pub fn verifier(&self) -> LogVerifier {
+        LogVerifier {
+            name: self.name.clone(),
+            key_id: self.key_id,
+            key: self.key.verifying_key(),
+        }
+    }
+
     /// The log's origin, which is also the key name.
     pub fn origin(&self) -> &str {
         &self.name

@@ -57,7 +57,8 @@ impl DataDir {
     /// The database is created first and the key file written last (under a
     /// temporary name, then renamed), so a crash leaves a database without a key,
     /// which `open_log` refuses by name, never a key that could start a second log.
-    pub fn init(&self, origin: &str) -> Result<LogSigner, LedgerError> {
+    /// Returns the new log's verifier key string.
+    pub fn init(&self, origin: &str) -> Result<String, LedgerError> {
         if self.exists() {
             return Err(LedgerError::io(
                 &self.root,
@@ -70,10 +71,12 @@ impl DataDir {
             .create(&self.root)
             .map_err(|error| LedgerError::io(&self.root, error))?;
         let signer = LogSigner::generate(origin)?;
+        let text = signer.to_signer_key_string();
+        let verifier_key = signer.verifier_key();
         let store = Arc::new(self.store()?);
         drop(Log::create(
             store,
-            LogSigner::from_signer_key_string(&signer.to_signer_key_string())?,
+            signer,
             Arc::new(SystemClock),
             Retention::default(),
         )?);
@@ -85,13 +88,12 @@ impl DataDir {
             .mode(0o600)
             .open(&staging)
             .map_err(|error| LedgerError::io(&staging, error))?;
-        let text = signer.to_signer_key_string();
         file.write_all(text.as_bytes())
             .and_then(|()| file.write_all(b"\n"))
             .and_then(|()| file.sync_all())
             .and_then(|()| fs::rename(&staging, &path))
             .map_err(|error| LedgerError::io(&path, error))?;
-        Ok(signer)
+        Ok(verifier_key)
     }
 
     /// Reads the signing key, refusing a key file others can read.

@@ -53,9 +53,10 @@ impl EntryDraft {
     pub fn prepare(&self) -> Result<PreparedEntry, LedgerError> {
         if !is_valid_kind(&self.kind) {
             return Err(LedgerError::MalformedEntry {
+                // Echo at most 64 characters of a caller's input back.
                 reason: format!(
-                    "kind `{}` is not lowercase words joined by `.` or `_`",
-                    self.kind
+                    "kind `{}` is not lowercase words joined by `.` or `_` (at most 64 bytes)",
+                    self.kind.chars().take(64).collect::<String>()
                 ),
             });
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::checkpoint::{Checkpoint, LogSigner, LogVerifier};
+use crate::checkpoint::{Checkpoint, LogSigner};
 use crate::entry::{check_entry, PreparedEntry};
 use crate::error::LedgerError;
 use crate::hash::{leaf_hash, Hash};
@@ -418,7 +418,7 @@ fn check_latest_checkpoint<S: LedgerStore>(
             latest.size
         )));
     }
-    let verifier = LogVerifier::from_verifier_key(&signer.verifier_key())?;
+    let verifier = signer.verifier();
     let checkpoint = verifier
         .verify_checkpoint(latest.note.as_bytes())
         .map_err(|error| LedgerError::corrupt(format!("checkpoint {size}: {error}")))?;

@@ -5,7 +5,8 @@
 //! root against the tree rebuilt from the same entries. Because every checkpoint's
 //! root is recomputed from one stream of entries, each is consistent with every
 //! later one (the consistency proofs between them are implied and not needed).
-//! Memory stays O(log n): only the tree's right edge is kept.
+//! Memory stays O(log n) in the entries: only the tree's right edge is kept, plus
+//! one (size, root) pair per retained checkpoint.
 
 use std::collections::BTreeMap;
 use std::fs;
