@@ -14,6 +14,9 @@ use crate::error::LedgerError;
 use crate::log::{Clock, Log, Retention, SystemClock};
 use crate::store::SledStore;
 
+/// How long `store` waits for a lock that is being released.
+const LOCK_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// File name of the signing key inside a data dir.
 pub const KEY_FILE: &str = "ledger.key";
 /// Directory name of the sled database inside a data dir.
@@ -124,19 +127,30 @@ impl DataDir {
     }
 
     /// Opens the sled store, naming the data dir when another process holds it.
+    ///
+    /// sled releases its file lock from a background thread after the last handle
+    /// is dropped, so a store closed a moment ago in this same process (by `init`,
+    /// for example) can still look busy: the lock is retried for a short while
+    /// before the dir is reported as in use.
     pub fn store(&self) -> Result<SledStore, LedgerError> {
         let path = self.db_path();
-        SledStore::open(&path).map_err(|error| match error {
-            LedgerError::Storage(sled::Error::Io(io))
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                LedgerError::DataDirBusy {
-                    path: self.root.display().to_string(),
+        let deadline = std::time::Instant::now() + LOCK_RETRY_FOR;
+        loop {
+            match SledStore::open(&path) {
+                Err(LedgerError::Storage(sled::Error::Io(io)))
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(LedgerError::DataDirBusy {
+                            path: self.root.display().to_string(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
+                other => return other,
             }
-            other => other,
-        })
+        }
     }
 
     /// Opens the log (with the recovery check) using the system clock.
