@@ -1,7 +1,12 @@
-//! The `writ` command: the ledger's auditor and operator commands.
+//! The `writ` command: the server, its admin client, policy tooling, and the
+//! ledger's auditor commands.
 
+mod admin_cmd;
 mod bench;
+mod client;
 mod ledger_cmd;
+mod policy_cmd;
+mod serve_cmd;
 
 use std::process::ExitCode;
 
@@ -17,6 +22,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a data dir: ledger key, default policies, bootstrap operator key.
+    Init(serve_cmd::InitArgs),
+    /// Run the server (initialising the data dir first if it does not exist).
+    Serve(serve_cmd::ServeArgs),
+    /// Policies: validate, test, reload.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+    /// API keys on a running server.
+    #[command(subcommand)]
+    Apikey(admin_cmd::ApiKeyCommand),
+    /// Entities (users, agents, roles, workspaces, resources) on a running server.
+    #[command(subcommand)]
+    Entity(admin_cmd::EntityCommand),
+    /// Ask a running server for one decision (JSON body of POST /v1/authorize);
+    /// exit status 0 on allow, 3 on deny.
+    Authorize {
+        request: String,
+        #[command(flatten)]
+        connection: client::Connection,
+    },
     /// The signed, append-only ledger: bench, export, verify, prove.
     #[command(subcommand)]
     Ledger(ledger_cmd::LedgerCommand),
@@ -28,6 +53,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => serve_cmd::init(args),
+        Command::Serve(args) => serve_cmd::serve(args),
+        Command::Policy(command) => policy_cmd::run(command),
+        Command::Apikey(command) => admin_cmd::apikey(command),
+        Command::Entity(command) => admin_cmd::entity(command),
+        Command::Authorize {
+            request,
+            connection,
+        } => admin_cmd::authorize(&request, &connection),
         Command::Ledger(command) => ledger_cmd::run(command),
         Command::Keys(command) => ledger_cmd::run_keys(command),
     };

@@ -1,0 +1,492 @@
+//! Admin endpoints: entities, API keys and policy reload. Each is itself a Cedar
+//! decision (an `admin.*` action) recorded in the ledger, and each change is a ledger
+//! entry written before the change takes effect.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use writ_ledger::EntryDraft;
+use writ_pdp::{DecisionRequest, LoadedPolicies};
+
+use crate::error::ApiError;
+use crate::identity::{Principal, PrincipalEntity, PrincipalKind, WorkspaceId};
+use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
+
+/// Entity types only operators may write: who is an operator, what the roles are, the
+/// kernel's switches. Host and File are built per request and never stored.
+const OPERATOR_ONLY_TYPES: [&str; 6] = ["Operator", "Role", "KillSwitch", "Kernel", "Host", "File"];
+
+/// The largest entity accepted by `PUT /v1/entities` (it is recorded in the ledger whole).
+const MAX_ENTITY_BYTES: usize = 16 * 1024;
+
+/// Decides an admin action on the principal's scope and records the decision;
+/// a deny is a 403.
+pub async fn authorize_admin(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    workspace: Option<&str>,
+) -> Result<(), ApiError> {
+    let resource = match workspace {
+        Some(workspace) => writ_pdp::entity_uid("Workspace", workspace)?,
+        None => writ_pdp::entity_uid("Kernel", "writ")?,
+    };
+    let snapshot = state.engine.snapshot();
+    let request = DecisionRequest {
+        principal: principal_uid(principal)?,
+        action: writ_pdp::entity_uid("Action", action)?,
+        resource: resource.clone(),
+        context: json!({}),
+        entities: Vec::new(),
+    };
+    let decision = snapshot.decide(&request)?;
+    let (actor, ws) = actor_and_workspace(principal);
+    let mut fields = Map::new();
+    fields.insert("action".into(), json!(action));
+    fields.insert("resource".into(), json!(resource.to_string()));
+    fields.insert(
+        "decision".into(),
+        json!(if decision.allow { "allow" } else { "deny" }),
+    );
+    fields.insert("reasons".into(), json!(decision.reasons));
+    fields.insert(
+        "errors".into(),
+        json!(decision
+            .errors
+            .iter()
+            .map(|e| e.policy_id.as_str())
+            .collect::<Vec<_>>()),
+    );
+    fields.insert("obligations".into(), json!(decision.obligations));
+    fields.insert("policy_set".into(), json!(decision.policy_set.to_string()));
+    state
+        .record(&EntryDraft {
+            kind: "decision".into(),
+            actor,
+            workspace: ws,
+            fields,
+        })
+        .await?;
+    if decision.allow {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "`{action}` is denied by policy"
+        )))
+    }
+}
+
+/// Records a change made by `principal` before it takes effect.
+async fn record_change(
+    state: &AppState,
+    principal: &Principal,
+    kind: &str,
+    fields: Map<String, Value>,
+) -> Result<(), ApiError> {
+    let (actor, workspace) = actor_and_workspace(principal);
+    state
+        .record(&EntryDraft {
+            kind: kind.into(),
+            actor,
+            workspace,
+            fields,
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The workspace an entity belongs to (`attrs.workspace`), if it names one.
+fn entity_workspace(entity: &Value) -> Option<&str> {
+    entity
+        .pointer("/attrs/workspace/__entity/id")
+        .or_else(|| entity.pointer("/attrs/workspace/id"))
+        .and_then(Value::as_str)
+}
+
+fn entity_type(uid: &str) -> &str {
+    uid.split_once("::\"").map_or(uid, |(t, _)| t)
+}
+
+/// Whether a workspace-scoped principal may see or change this entity: only entities
+/// of its own workspace, and its Workspace entity itself.
+fn in_scope(workspace: &WorkspaceId, uid: &str, entity: &Value) -> bool {
+    if OPERATOR_ONLY_TYPES.contains(&entity_type(uid)) {
+        return false;
+    }
+    if entity_type(uid) == "Workspace" {
+        return uid == format!("Workspace::\"{}\"", workspace.as_str());
+    }
+    entity_workspace(entity) == Some(workspace.as_str())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(rename = "type")]
+    entity_type: Option<String>,
+}
+
+pub async fn list_entities(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    let scope = principal.workspace().cloned();
+    authorize_admin(
+        &state,
+        &principal,
+        "admin.entities.read",
+        scope.as_ref().map(WorkspaceId::as_str),
+    )
+    .await?;
+    let snapshot = state.engine.snapshot();
+    let entities: Vec<&Value> = snapshot
+        .list_entities(query.entity_type.as_deref())
+        .filter(|(uid, entity)| scope.as_ref().is_none_or(|ws| in_scope(ws, uid, entity)))
+        .map(|(_, entity)| entity)
+        .collect();
+    Ok(Json(json!({"entities": entities})))
+}
+
+pub async fn get_entity(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    let scope = principal.workspace().cloned();
+    authorize_admin(
+        &state,
+        &principal,
+        "admin.entities.read",
+        scope.as_ref().map(WorkspaceId::as_str),
+    )
+    .await?;
+    let uid = canonical_uid(&uid)?;
+    let snapshot = state.engine.snapshot();
+    let entity = snapshot
+        .entity_json(&uid)
+        .filter(|entity| scope.as_ref().is_none_or(|ws| in_scope(ws, &uid, entity)))
+        .ok_or_else(|| ApiError::not_found(format!("no entity `{uid}`")))?;
+    Ok(Json(entity.clone()))
+}
+
+fn canonical_uid(text: &str) -> Result<String, ApiError> {
+    writ_pdp::cedar_policy::EntityUid::from_str(text)
+        .map(|uid| uid.to_string())
+        .map_err(|_| {
+            ApiError::unprocessable(
+                "invalid_entity_uid",
+                "the entity uid must look like `Type::\"id\"`",
+            )
+        })
+}
+
+pub async fn put_entity(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: crate::routes::JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let principal = state.principal(&headers)?;
+    let entity = body.0;
+    let bytes = serde_json::to_vec(&entity)
+        .map_err(|error| ApiError::internal("encoding the entity", &error))?;
+    if bytes.len() > MAX_ENTITY_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "entity_too_large",
+            "an entity is at most 16 KiB",
+        ));
+    }
+    let uid = state.engine.check_entity(&entity)?;
+    let scope = principal.workspace().cloned();
+    if let Some(workspace) = &scope {
+        let existing_ok = state
+            .engine
+            .snapshot()
+            .entity_json(&uid)
+            .is_none_or(|existing| in_scope(workspace, &uid, existing));
+        if !in_scope(workspace, &uid, &entity) || !existing_ok {
+            return Err(ApiError::forbidden(format!(
+                "`{uid}` is outside the workspace `{}`",
+                workspace.as_str()
+            )));
+        }
+    }
+    authorize_admin(
+        &state,
+        &principal,
+        "admin.entities.write",
+        scope.as_ref().map(WorkspaceId::as_str),
+    )
+    .await?;
+    let mut fields = Map::new();
+    fields.insert("uid".into(), json!(uid));
+    fields.insert("entity".into(), entity.clone());
+    fields.insert(
+        "entity_sha256".into(),
+        json!(hex::encode(Sha256::digest(&bytes))),
+    );
+    record_change(&state, &principal, "entity.upserted", fields).await?;
+    let engine = Arc::clone(&state.engine);
+    let uid = tokio::task::spawn_blocking(move || engine.upsert_entity(&entity))
+        .await
+        .map_err(|error| ApiError::internal("storing the entity", &error))??;
+    Ok((StatusCode::OK, Json(json!({"uid": uid}))))
+}
+
+pub async fn delete_entity(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let principal = state.principal(&headers)?;
+    let uid = canonical_uid(&uid)?;
+    let scope = principal.workspace().cloned();
+    let snapshot = state.engine.snapshot();
+    let existing = snapshot
+        .entity_json(&uid)
+        .ok_or_else(|| ApiError::not_found(format!("no entity `{uid}`")))?;
+    if let Some(workspace) = &scope {
+        if !in_scope(workspace, &uid, existing) {
+            return Err(ApiError::not_found(format!("no entity `{uid}`")));
+        }
+    }
+    if crate::state::REQUIRED_ENTITIES.contains(&uid.as_str()) {
+        return Err(ApiError::unprocessable(
+            "entity_required",
+            format!("`{uid}` is required by the kernel and cannot be deleted"),
+        ));
+    }
+    authorize_admin(
+        &state,
+        &principal,
+        "admin.entities.write",
+        scope.as_ref().map(WorkspaceId::as_str),
+    )
+    .await?;
+    let mut fields = Map::new();
+    fields.insert("uid".into(), json!(uid));
+    record_change(&state, &principal, "entity.deleted", fields).await?;
+    let engine = Arc::clone(&state.engine);
+    tokio::task::spawn_blocking(move || engine.delete_entity(&uid))
+        .await
+        .map_err(|error| ApiError::internal("deleting the entity", &error))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    /// The principal the key acts as, e.g. `User::"alice"`.
+    principal: String,
+    /// Its workspace (none for operators).
+    #[serde(default)]
+    workspace: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+pub async fn create_api_key(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: crate::routes::JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let caller = state.principal(&headers)?;
+    let body: CreateKeyBody = serde_json::from_value(body.0)
+        .map_err(|error| ApiError::unprocessable("invalid_body", error.to_string()))?;
+    let entity = PrincipalEntity::from_str(&body.principal)
+        .map_err(|error| ApiError::unprocessable("invalid_principal", error.to_string()))?;
+    let workspace = body
+        .workspace
+        .as_deref()
+        .map(WorkspaceId::new)
+        .transpose()
+        .map_err(|error| ApiError::unprocessable("invalid_workspace", error.to_string()))?;
+    let subject = Principal::new(entity, workspace)
+        .map_err(|error| ApiError::unprocessable("invalid_principal", error.to_string()))?;
+    if let Some(own) = caller.workspace() {
+        if subject.workspace() != Some(own) {
+            return Err(ApiError::forbidden(format!(
+                "keys can be made only for principals of the workspace `{}`",
+                own.as_str()
+            )));
+        }
+    }
+    if let Some(workspace) = subject.workspace() {
+        let uid = subject.entity().to_string();
+        let snapshot = state.engine.snapshot();
+        let stored = snapshot.entity_json(&uid).ok_or_else(|| {
+            ApiError::unprocessable(
+                "unknown_principal",
+                format!("`{uid}` is not in the entity store; add it first"),
+            )
+        })?;
+        if entity_workspace(stored) != Some(workspace.as_str()) {
+            return Err(ApiError::unprocessable(
+                "workspace_mismatch",
+                format!("`{uid}` is not in the workspace `{}`", workspace.as_str()),
+            ));
+        }
+    } else if subject.kind() != PrincipalKind::Operator {
+        return Err(ApiError::unprocessable(
+            "invalid_principal",
+            "users and agents need a workspace",
+        ));
+    }
+    authorize_admin(
+        &state,
+        &caller,
+        "admin.apikeys.manage",
+        subject.workspace().map(WorkspaceId::as_str),
+    )
+    .await?;
+    let now = crate::unix_now_ms();
+    let (record, secret) = state
+        .auth
+        .api_keys()
+        .create(&subject, body.label.as_deref(), now)?;
+    let mut fields = Map::new();
+    fields.insert("key_id".into(), json!(record.id.as_str()));
+    fields.insert("principal".into(), json!(subject.entity().to_string()));
+    fields.insert(
+        "key_workspace".into(),
+        json!(subject.workspace().map(WorkspaceId::as_str)),
+    );
+    if let Err(error) = record_change(&state, &caller, "apikey.created", fields).await {
+        // The key was never shown: take it back so no unrecorded key can be used.
+        if let Err(revoke_error) = state.auth.api_keys().revoke(record.id.as_str()) {
+            tracing::error!(%revoke_error, "revoking an unrecorded api key failed");
+        }
+        return Err(error);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": record.id.as_str(), "key": secret.expose(), "principal": subject.entity().to_string(), "workspace": subject.workspace().map(WorkspaceId::as_str)}),
+        ),
+    ))
+}
+
+pub async fn list_api_keys(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let caller = state.principal(&headers)?;
+    let scope = caller.workspace().cloned();
+    authorize_admin(
+        &state,
+        &caller,
+        "admin.apikeys.manage",
+        scope.as_ref().map(WorkspaceId::as_str),
+    )
+    .await?;
+    let keys: Vec<Value> = state
+        .auth
+        .api_keys()
+        .list()?
+        .into_iter()
+        .filter(|record| scope.is_none() || record.principal.workspace() == scope.as_ref())
+        .map(|record| {
+            json!({"id": record.id.as_str(), "principal": record.principal.entity().to_string(),
+                   "workspace": record.principal.workspace().map(WorkspaceId::as_str),
+                   "label": record.label, "created_unix_ms": record.created_unix_ms, "revoked": record.revoked})
+        })
+        .collect();
+    Ok(Json(json!({"keys": keys})))
+}
+
+pub async fn revoke_api_key(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let caller = state.principal(&headers)?;
+    let record = state
+        .auth
+        .api_keys()
+        .get(&id)
+        .map_err(|_| ApiError::not_found("no such api key"))?;
+    let scope = caller.workspace().cloned();
+    if scope.is_some() && record.principal.workspace() != scope.as_ref() {
+        return Err(ApiError::not_found("no such api key"));
+    }
+    authorize_admin(
+        &state,
+        &caller,
+        "admin.apikeys.manage",
+        record.principal.workspace().map(WorkspaceId::as_str),
+    )
+    .await?;
+    let mut fields = Map::new();
+    fields.insert("key_id".into(), json!(record.id.as_str()));
+    fields.insert(
+        "principal".into(),
+        json!(record.principal.entity().to_string()),
+    );
+    record_change(&state, &caller, "apikey.revoked", fields).await?;
+    state.auth.api_keys().revoke(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Loads the policy directory, records `policy.loaded`, then swaps the set in. A set
+/// that does not load changes nothing and is answered with the validator's messages.
+pub async fn reload_policies(
+    state: &AppState,
+    actor: Option<&Principal>,
+) -> Result<Value, ApiError> {
+    let (policy_dir, schema_dir) = (state.policy_dir.clone(), state.schema_dir.clone());
+    let loaded =
+        tokio::task::spawn_blocking(move || LoadedPolicies::load(&policy_dir, &schema_dir))
+            .await
+            .map_err(|error| ApiError::internal("loading policies", &error))?;
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            state.metrics.policy_reload(false);
+            tracing::warn!(%error, "policy reload refused; the running set stays");
+            return Err(ApiError::from(error));
+        }
+    };
+    let digest = loaded.digest();
+    let mut fields = Map::new();
+    fields.insert("policy_set".into(), json!(digest.to_string()));
+    fields.insert("policies".into(), json!(loaded.policy_count()));
+    fields.insert("policy_files".into(), json!(loaded.policy_files()));
+    fields.insert("schema_files".into(), json!(loaded.schema_files()));
+    let (actor, workspace) =
+        actor.map_or_else(|| ("writ".to_owned(), "-".to_owned()), actor_and_workspace);
+    let warnings: Vec<String> = loaded.warnings().iter().map(ToString::to_string).collect();
+    state
+        .record(&EntryDraft {
+            kind: "policy.loaded".into(),
+            actor,
+            workspace,
+            fields,
+        })
+        .await?;
+    let engine = Arc::clone(&state.engine);
+    tokio::task::spawn_blocking(move || engine.reload(loaded))
+        .await
+        .map_err(|error| ApiError::internal("swapping the policy set", &error))?
+        .inspect_err(|_| state.metrics.policy_reload(false))?;
+    state.metrics.policy_reload(true);
+    tracing::info!(policy_set = %digest, "policy set loaded");
+    Ok(json!({"policy_set": digest.to_string(), "warnings": warnings}))
+}
+
+pub async fn reload(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    authorize_admin(&state, &principal, "admin.policies.reload", None).await?;
+    Ok(Json(reload_policies(&state, Some(&principal)).await?))
+}

@@ -1,0 +1,105 @@
+//! The HTTP error type: a stable code and a plain message for the client, the detail
+//! for the log. Every handler returns `Result<_, ApiError>`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::identity::IdentityError;
+use writ_ledger::LedgerError;
+use writ_pdp::PdpError;
+
+/// An error answer: status, stable code, message safe to show the caller.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The ledger could not record: the caller gets 503 and never an allow.
+    pub fn ledger(error: &LedgerError) -> Self {
+        tracing::error!(%error, "ledger append failed; answering 503");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_unavailable",
+            "the decision could not be recorded in the ledger, so it is not answered",
+        )
+    }
+
+    /// An internal failure: the detail goes to the log only.
+    pub fn internal(context: &str, error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, "{context}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context} failed"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(error: IdentityError) -> Self {
+        if error.is_internal() {
+            return Self::internal("authentication", &error);
+        }
+        Self::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string())
+    }
+}
+
+impl From<PdpError> for ApiError {
+    fn from(error: PdpError) -> Self {
+        let code = match &error {
+            PdpError::UnknownAction { .. } => "unknown_action",
+            PdpError::UnknownEntityType { .. } => "unknown_entity_type",
+            PdpError::InvalidUid { .. } => "invalid_entity_uid",
+            PdpError::InvalidRequest { .. } => "invalid_request",
+            PdpError::InvalidContext { .. } => "invalid_context",
+            PdpError::InvalidEntity { .. } => "invalid_entity",
+            PdpError::EntityNotAllowed { .. } => "entity_not_allowed",
+            PdpError::EntityRequired { .. } => "entity_required",
+            PdpError::EntityNotFound { .. } => return Self::not_found(error.to_string()),
+            PdpError::InvalidPolicySet { .. } | PdpError::EntitiesRejectedBySchema { .. } => {
+                "invalid_policy_set"
+            }
+            PdpError::NothingToLoad { .. } | PdpError::Io { .. } => "policy_files_unreadable",
+            PdpError::Storage(_) | PdpError::CorruptStore { .. } => {
+                return Self::internal("the entity store", &error);
+            }
+        };
+        Self::unprocessable(code, error.to_string())
+    }
+}

@@ -1,0 +1,165 @@
+//! Creating and opening a data dir: the ledger, the state database (entities and API
+//! keys), the policy files, and the bootstrap operator key.
+//!
+//! Layout of a data dir: `ledger.key` and `ledger.db/` (the ledger), `state.db/`
+//! (entities and API keys), `policies/` and `schemas/` (the policy set that is loaded
+//! and reloaded).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Map, Value};
+use writ_ledger::datadir::{default_origin, DataDir};
+use writ_ledger::log::Retention;
+use writ_ledger::EntryDraft;
+use writ_pdp::{Engine, LoadedPolicies, SledEntityStore};
+
+use crate::defaults;
+use crate::identity::{ApiKeySecret, ApiKeyStore, Principal, PrincipalEntity, PrincipalKind};
+use crate::state::REQUIRED_ENTITIES;
+
+/// The sled database of entities and API keys, beside the ledger.
+pub const STATE_DB: &str = "state.db";
+/// Where `serve` writes the bootstrap key when it initialises a data dir itself.
+pub const BOOTSTRAP_KEY_FILE: &str = "bootstrap-admin.key";
+/// The principal of the bootstrap key.
+pub const BOOTSTRAP_OPERATOR: &str = "bootstrap";
+
+/// What `init` made.
+#[derive(Debug)]
+pub struct Initialised {
+    pub verifier_key: String,
+    pub admin_key: ApiKeySecret,
+    pub admin_key_id: String,
+}
+
+/// Opens the state database with a small cache (entities and keys are small).
+pub fn open_state_db(data_dir: &Path) -> anyhow::Result<sled::Db> {
+    let path = data_dir.join(STATE_DB);
+    sled::Config::new()
+        .path(&path)
+        .cache_capacity(16 * 1024 * 1024)
+        .open()
+        .with_context(|| format!("cannot open the state database `{}`", path.display()))
+}
+
+/// The entity store and the policy set of a data dir, as one engine.
+pub fn open_engine(
+    state: &sled::Db,
+    policy_dir: &Path,
+    schema_dir: &Path,
+) -> anyhow::Result<Engine> {
+    let policies = LoadedPolicies::load(policy_dir, schema_dir)?;
+    let tree = state
+        .open_tree("entities")
+        .context("cannot open the entity store")?;
+    let required: BTreeSet<String> = REQUIRED_ENTITIES.iter().map(|s| (*s).to_owned()).collect();
+    let engine = Engine::open(policies, Box::new(SledEntityStore::new(tree)), required)?;
+    Ok(engine)
+}
+
+/// Creates a data dir: the ledger and its key, the default policies and schema, the
+/// seed entities, and one operator API key (returned, never stored in clear).
+pub fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
+    let ledger_dir = DataDir::new(data_dir);
+    if ledger_dir.exists() || data_dir.join(STATE_DB).exists() {
+        bail!("`{}` already holds a writ data dir", data_dir.display());
+    }
+    let verifier_key = ledger_dir.init(&default_origin())?;
+    let policy_dir = data_dir.join("policies");
+    let schema_dir = data_dir.join("schemas");
+    write_files(&policy_dir, &defaults::POLICIES)?;
+    write_files(&schema_dir, &defaults::SCHEMAS)?;
+
+    let state = open_state_db(data_dir)?;
+    let engine = open_engine(&state, &policy_dir, &schema_dir)?;
+    let seed: Vec<Value> =
+        serde_json::from_str(defaults::SEED_ENTITIES).context("the built-in seed entities")?;
+    for entity in &seed {
+        engine.upsert_entity(entity)?;
+    }
+    let missing = engine.missing_required();
+    if !missing.is_empty() {
+        bail!("the seed entities lack {}", missing.join(", "));
+    }
+    let operator = Principal::new(
+        PrincipalEntity::new(PrincipalKind::Operator, BOOTSTRAP_OPERATOR)?,
+        None,
+    )?;
+    let keys = ApiKeyStore::new(
+        state
+            .open_tree("apikeys")
+            .context("cannot open the api key store")?,
+    );
+    let (record, secret) = keys.create(&operator, Some("bootstrap"), crate::unix_now_ms())?;
+    state.flush().context("cannot flush the state database")?;
+
+    // The ledger's first entries say what was made, with no secret in them.
+    let mut log = ledger_dir.open_log(Retention::default())?;
+    let policy_set = engine.snapshot().policies().digest().to_string();
+    let mut initialised = Map::new();
+    initialised.insert("verifier_key".into(), json!(verifier_key));
+    initialised.insert("policy_set".into(), json!(policy_set));
+    initialised.insert("seed_entities".into(), json!(seed.len()));
+    let mut key_created = Map::new();
+    key_created.insert("key_id".into(), json!(record.id.as_str()));
+    key_created.insert("principal".into(), json!(operator.entity().to_string()));
+    key_created.insert("key_workspace".into(), Value::Null);
+    let drafts = [
+        EntryDraft {
+            kind: "kernel.initialised".into(),
+            actor: "writ".into(),
+            workspace: "-".into(),
+            fields: initialised,
+        },
+        EntryDraft {
+            kind: "apikey.created".into(),
+            actor: "writ".into(),
+            workspace: "-".into(),
+            fields: key_created,
+        },
+    ];
+    let prepared = drafts
+        .iter()
+        .map(EntryDraft::prepare)
+        .collect::<Result<Vec<_>, _>>()?;
+    log.append_batch(&prepared)?;
+    Ok(Initialised {
+        verifier_key,
+        admin_key_id: record.id.as_str().to_owned(),
+        admin_key: secret,
+    })
+}
+
+fn write_files(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    for (name, text) in files {
+        let path = dir.join(name);
+        fs::write(&path, text).with_context(|| format!("cannot write `{}`", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes a secret to a new file of mode 0600; refuses to overwrite.
+pub fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<PathBuf> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create `{}` (it must not exist yet)", path.display()))?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
+/// Whether a data dir has been initialised.
+pub fn is_initialised(data_dir: &Path) -> bool {
+    DataDir::new(data_dir).exists() || data_dir.join(STATE_DB).exists()
+}

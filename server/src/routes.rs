@@ -1,0 +1,146 @@
+//! The router: every endpoint, the body limit, and the JSON body extractor that turns
+//! malformed JSON into a precise 400 and oversized bodies into 413.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::state::Shared;
+use crate::{admin, authorize};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The OpenAPI 3.1 description of every endpoint.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// A JSON body: 400 for malformed JSON or a wrong content type, 413 when too large.
+#[derive(Debug)]
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the body is larger than 1 MiB",
+                    )
+                } else {
+                    ApiError::bad_request("unreadable_body", "the body could not be read")
+                }
+            })?;
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "not_json",
+                "send the body as `application/json`",
+            ));
+        }
+        let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {error}"),
+            )
+        })?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "malformed_json",
+                "the body must be a JSON object",
+            ));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// The whole HTTP surface. `ledger` is the read-only ledger API, mounted as is.
+pub fn router(state: Shared, ledger: Router) -> Router {
+    let api = Router::new()
+        .route("/v1/authorize", post(authorize::authorize))
+        .route("/v1/authorize/batch", post(authorize::authorize_batch))
+        .route("/v1/decisions/{id}/outcome", post(authorize::outcome))
+        .route(
+            "/v1/entities",
+            get(admin::list_entities).put(admin::put_entity),
+        )
+        .route(
+            "/v1/entities/{uid}",
+            get(admin::get_entity).delete(admin::delete_entity),
+        )
+        .route(
+            "/v1/apikeys",
+            get(admin::list_api_keys).post(admin::create_api_key),
+        )
+        .route("/v1/apikeys/{id}", delete(admin::revoke_api_key))
+        .route("/v1/admin/policies/reload", post(admin::reload))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .with_state(Arc::clone(&state));
+    api.merge(ledger)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready while the ledger accepts appends; a failed append makes the server unready
+/// (the log refuses further writes until it is restarted and recovered).
+async fn readyz(State(state): State<Shared>) -> impl IntoResponse {
+    if state.ledger_failed.load(Ordering::SeqCst) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "ledger_failed"})),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            Json(
+                json!({"status": "ready", "policy_set": state.engine.snapshot().policies().digest().to_string()}),
+            ),
+        )
+    }
+}
+
+async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
