@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::error::LedgerError;
 use crate::log::Log;
 use crate::store::LedgerStore;
-use crate::tilepath::{tile_path, TileKind};
-use crate::tiles::{TILE_HEIGHT, TILE_WIDTH};
-use crate::types::{LeafIndex, TreeSize};
+use crate::tile_reader::{entry_bundle_at, hash_tile_at, tiles_of};
+use crate::tilepath::TileKind;
+use crate::types::TreeSize;
 
 /// What an export wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,62 +78,19 @@ fn write_all<S: LedgerStore>(
         entry_bundles: 0,
     };
 
-    // Entry bundles: big-endian uint16 length, then the entry, 256 to a bundle.
-    let mut bundle = Vec::with_capacity(TILE_WIDTH * 256);
-    let mut in_bundle = 0usize;
-    let mut expected = 0u64;
-    for item in store.entries_from(LeafIndex(0)) {
-        let (index, entry) = item?;
-        if index.0 >= size.0 {
-            break;
-        }
-        if index.0 != expected {
-            return Err(LedgerError::corrupt(format!("entry {expected} is missing")));
-        }
-        let length = u16::try_from(entry.len())
-            .map_err(|_| LedgerError::corrupt(format!("entry {index} is larger than 64 KiB")))?;
-        bundle.extend_from_slice(&length.to_be_bytes());
-        bundle.extend_from_slice(&entry);
-        in_bundle += 1;
-        expected += 1;
-        if in_bundle == TILE_WIDTH || expected == size.0 {
-            let number = (expected - 1) / TILE_WIDTH as u64;
-            write_file(
-                root,
-                &tile_path(TileKind::Entries, number, in_bundle),
-                &bundle,
-            )?;
-            summary.entry_bundles += 1;
-            bundle.clear();
-            in_bundle = 0;
-        }
-    }
-    if expected != size.0 {
-        return Err(LedgerError::corrupt(format!("entry {expected} is missing")));
-    }
-
-    // Hash tiles: the bottom row of every fat tile, and the partial tiles of `size`.
-    for level in 0u8..8 {
-        let tree_level = u32::from(level) * TILE_HEIGHT;
-        let nodes = size.0 >> tree_level;
-        if nodes == 0 {
-            break;
-        }
-        let mut tile = Vec::with_capacity(TILE_WIDTH * 32);
-        for first in (0..nodes).step_by(TILE_WIDTH) {
-            tile.clear();
-            let last = (first + TILE_WIDTH as u64).min(nodes);
-            for node in first..last {
-                tile.extend_from_slice(&log.edge().node(tree_level, node, store)?.0);
+    // Entry bundles and hash tiles: the same bytes the server's tile API serves.
+    for tile in tiles_of(size) {
+        let bytes = match tile.kind {
+            TileKind::Entries => {
+                summary.entry_bundles += 1;
+                entry_bundle_at(store, size, tile.index, tile.width())?
             }
-            let width = (last - first) as usize;
-            write_file(
-                root,
-                &tile_path(TileKind::Hashes(level), first / TILE_WIDTH as u64, width),
-                &tile,
-            )?;
-            summary.hash_tiles += 1;
-        }
+            TileKind::Hashes(level) => {
+                summary.hash_tiles += 1;
+                hash_tile_at(store, size, level, tile.index, tile.width())?
+            }
+        };
+        write_file(root, &tile.path(), &bytes)?;
     }
 
     // Checkpoints: every retained one, and the latest as `checkpoint`.

@@ -17,6 +17,7 @@ pub mod proof;
 pub mod prove;
 pub mod receipt;
 pub mod store;
+pub mod tile_reader;
 pub mod tilepath;
 pub mod tiles;
 pub mod types;

@@ -9,7 +9,8 @@ use anyhow::Context;
 use serde_json::{json, Map};
 use writ_ledger::datadir::DataDir;
 use writ_ledger::log::Retention;
-use writ_ledger::writer::{self, BatchConfig};
+use writ_ledger::store::SledStore;
+use writ_ledger::writer::{self, BatchConfig, Committer};
 use writ_ledger::EntryDraft;
 
 use crate::config::ServeConfig;
@@ -19,12 +20,35 @@ use crate::kernel::{self, BOOTSTRAP_KEY_FILE};
 use crate::metrics::Metrics;
 use crate::state::{AppState, RESERVED_TYPES};
 
-/// Runs the server until it is told to stop. `on_listening` gets the bound address
-/// (useful with port 0).
-pub async fn run(
-    config: ServeConfig,
-    on_listening: impl FnOnce(std::net::SocketAddr),
-) -> anyhow::Result<()> {
+/// An opened kernel: the shared state, the whole router, and what must be closed.
+#[derive(Debug)]
+pub struct Opened {
+    pub state: Arc<AppState>,
+    pub router: axum::Router,
+    committer: Committer<SledStore>,
+    state_db: sled::Db,
+}
+
+impl Opened {
+    /// Closes the ledger (after every handle to its writer is gone) and the state db.
+    pub async fn close(self) -> anyhow::Result<()> {
+        let Self {
+            state,
+            router,
+            committer,
+            state_db,
+        } = self;
+        drop(router);
+        drop(state);
+        tokio::task::spawn_blocking(move || committer.join()).await??;
+        state_db.flush()?;
+        Ok(())
+    }
+}
+
+/// Opens a data dir (initialising it first when it holds nothing), loads the policy
+/// set, and records `kernel.started` and `policy.loaded`.
+pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
     if !kernel::is_initialised(&config.data_dir) {
         let made = kernel::init(&config.data_dir)?;
         let key_path = kernel::write_secret_file(
@@ -93,27 +117,40 @@ pub async fn run(
             .collect::<BTreeSet<_>>(),
         ledger_failed: AtomicBool::new(false),
     });
-
     record_start(&state, &verifier_key).await?;
+    tracing::info!(verifier_key = %verifier_key, "ledger open");
+    let router = crate::routes::router(Arc::clone(&state), axum::Router::new());
+    Ok(Opened {
+        state,
+        router,
+        committer,
+        state_db,
+    })
+}
 
+/// Runs the server until it is told to stop. `on_listening` gets the bound address
+/// (useful with port 0).
+pub async fn run(
+    config: ServeConfig,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    let opened = open(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
-    tracing::info!(listen = %bound, verifier_key = %verifier_key, "writ is serving");
+    tracing::info!(listen = %bound, "writ is serving");
     on_listening(bound);
 
-    let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&state)));
-    let app = crate::routes::router(Arc::clone(&state), axum::Router::new());
-    axum::serve(listener, app)
+    let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&opened.state)));
+    axum::serve(listener, opened.router.clone())
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     reloader.abort();
-
+    // Wait for the aborted task to drop its handle on the state.
+    let _ = reloader.await;
     // Every handler has finished: the last handles to the writer go, then the log closes.
-    drop(state);
-    tokio::task::spawn_blocking(move || committer.join()).await??;
-    state_db.flush()?;
+    opened.close().await?;
     tracing::info!("writ stopped");
     Ok(())
 }
