@@ -62,7 +62,13 @@ pub(crate) enum LedgerCommand {
     },
     /// Verify an export offline with the public key alone.
     Verify {
-        export: PathBuf,
+        /// The export directory (or give `--url`).
+        #[arg(required_unless_present = "url", conflicts_with = "url")]
+        export: Option<PathBuf>,
+        /// Verify a running server's ledger through its tiles API instead, e.g.
+        /// `http://127.0.0.1:7700/ledger` (fetched client side, then verified).
+        #[arg(long)]
+        url: Option<String>,
         /// The verifier key string, or a file holding it.
         #[arg(long)]
         key: String,
@@ -167,7 +173,12 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        LedgerCommand::Verify { export, key, json } => verify(&export, &key, json),
+        LedgerCommand::Verify {
+            export,
+            url,
+            key,
+            json,
+        } => verify(export.as_deref(), url.as_deref(), &key, json),
         LedgerCommand::VerifyReceipt {
             receipt,
             entry,
@@ -272,8 +283,26 @@ fn export_key(export: &Path, key: &str) -> anyhow::Result<LogVerifier> {
     parse_key(key)
 }
 
-fn verify(export: &Path, key: &str, json: bool) -> anyhow::Result<ExitCode> {
+fn verify(
+    export: Option<&Path>,
+    url: Option<&str>,
+    key: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
+    if let Some(url) = url {
+        let started = Instant::now();
+        let result = crate::verify_url::verify_url(
+            url,
+            &key.to_verifier_key(),
+            std::io::stderr().is_terminal(),
+        )
+        .map_err(|error| format!("{error:#}"));
+        return report_verify(result, started.elapsed().as_secs_f64(), json);
+    }
+    let Some(export) = export else {
+        bail!("give an export directory or --url");
+    };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -296,6 +325,14 @@ fn verify(export: &Path, key: &str, json: bool) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     let seconds = started.elapsed().as_secs_f64();
+    report_verify(result.map_err(|error| error.to_string()), seconds, json)
+}
+
+fn report_verify(
+    result: Result<writ_ledger::verify::VerifyReport, String>,
+    seconds: f64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     match result {
         Ok(report) => {
             if json {
@@ -325,10 +362,7 @@ fn verify(export: &Path, key: &str, json: bool) -> anyhow::Result<ExitCode> {
         }
         Err(error) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "ok": false, "error": error.to_string() })
-                );
+                println!("{}", serde_json::json!({ "ok": false, "error": error }));
             } else {
                 eprintln!("FAILED: {error}");
             }

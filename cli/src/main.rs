@@ -7,6 +7,7 @@ mod client;
 mod ledger_cmd;
 mod policy_cmd;
 mod serve_cmd;
+mod verify_url;
 
 use std::process::ExitCode;
 

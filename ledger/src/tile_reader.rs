@@ -135,7 +135,7 @@ impl<'a, S: LedgerStore> TileReader<'a, S> {
         partial: Option<NonZeroU8>,
     ) -> Result<Vec<u8>, ReadError> {
         let size = self.latest()?.size;
-        let tile = self.existing(TileKind::Hashes(level), index, partial, size)?;
+        let tile = existing(TileKind::Hashes(level), index, partial, size)?;
         Ok(hash_tile_at(self.store, size, level, index, tile.width())?)
     }
 
@@ -147,30 +147,8 @@ impl<'a, S: LedgerStore> TileReader<'a, S> {
         partial: Option<NonZeroU8>,
     ) -> Result<Vec<u8>, ReadError> {
         let size = self.latest()?.size;
-        let tile = self.existing(TileKind::Entries, index, partial, size)?;
+        let tile = existing(TileKind::Entries, index, partial, size)?;
         Ok(entry_bundle_at(self.store, size, index, tile.width())?)
-    }
-
-    fn existing(
-        &self,
-        kind: TileKind,
-        index: u64,
-        partial: Option<NonZeroU8>,
-        size: TreeSize,
-    ) -> Result<TileRef, ReadError> {
-        let tile = TileRef {
-            kind,
-            index,
-            partial,
-        };
-        if width_at(size, kind, index) == Some(tile.width()) {
-            Ok(tile)
-        } else {
-            Err(ReadError::NoSuchTile {
-                path: tile.path(),
-                size,
-            })
-        }
     }
 
     /// The inclusion proof of `index` in the tree of `size` (the latest when
@@ -332,6 +310,28 @@ impl<'a, S: LedgerStore> TileReader<'a, S> {
     }
 }
 
+/// The tile named, if the tree of `size` has it with exactly that width.
+fn existing(
+    kind: TileKind,
+    index: u64,
+    partial: Option<NonZeroU8>,
+    size: TreeSize,
+) -> Result<TileRef, ReadError> {
+    let tile = TileRef {
+        kind,
+        index,
+        partial,
+    };
+    if width_at(size, kind, index) == Some(tile.width()) {
+        Ok(tile)
+    } else {
+        Err(ReadError::NoSuchTile {
+            path: tile.path(),
+            size,
+        })
+    }
+}
+
 /// The number of nodes at the bottom row of tiles of `kind` in the tree of `size`.
 fn nodes_at(size: TreeSize, kind: TileKind) -> u64 {
     match kind {
@@ -376,7 +376,8 @@ pub fn tiles_of(size: TreeSize) -> impl Iterator<Item = TileRef> {
 
 /// The bytes of hash tile (`level`, `index`) of `width` hashes in the tree of
 /// `size`: the bottom row of the stored fat tile when full, recomputed from the
-/// entries or the tiles below when partial. The caller checks the tile exists.
+/// entries or the tiles below when partial. A tile the tree of `size` does not
+/// have is refused as damage: callers ask only for tiles of [`tiles_of`].
 pub fn hash_tile_at<S: LedgerStore>(
     store: &S,
     size: TreeSize,
@@ -453,8 +454,8 @@ fn entries<S: LedgerStore>(
 }
 
 /// The bytes of entry bundle `index` of `width` entries in the tree of `size`:
-/// each entry as a big-endian uint16 length, then its bytes. The caller checks
-/// the bundle exists.
+/// each entry as a big-endian uint16 length, then its bytes. A bundle the tree of
+/// `size` does not have is refused as damage, as in [`hash_tile_at`].
 pub fn entry_bundle_at<S: LedgerStore>(
     store: &S,
     size: TreeSize,
@@ -587,5 +588,502 @@ impl<S: LedgerStore> tlog_tiles::HashReader for TreeView<'_, S> {
                     })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::checkpoint::LogSigner;
+    use crate::entry::{EntryDraft, PreparedEntry};
+    use crate::log::{Log, Retention, SystemClock};
+    use crate::proof::verify_inclusion;
+    use crate::receipt::verify_receipt;
+    use crate::store::{Checkpoints, CommitBatch, Entries, SledStore};
+    use crate::tiles::TileSource;
+
+    fn signer() -> LogSigner {
+        LogSigner::from_seed("reader.example/log", &[5u8; 32]).unwrap()
+    }
+
+    fn key() -> LogVerifier {
+        signer().verifier()
+    }
+
+    fn new_log() -> (tempfile::TempDir, Log<SledStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let log =
+            Log::create(store, signer(), Arc::new(SystemClock), Retention::default()).unwrap();
+        (dir, log)
+    }
+
+    fn drafts(count: u64) -> Vec<PreparedEntry> {
+        (0..count)
+            .map(|n| {
+                EntryDraft {
+                    kind: "test.entry".into(),
+                    actor: "writ".into(),
+                    workspace: "-".into(),
+                    fields: serde_json::json!({ "n": n, "pad": "x".repeat((n % 50) as usize) })
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
+                }
+                .prepare()
+                .unwrap()
+            })
+            .collect()
+    }
+
+    /// Grows `log` to `size` in batches of at most `batch`.
+    fn grow(log: &mut Log<SledStore>, size: u64, batch: u64) {
+        while log.size().0 < size {
+            let count = (size - log.size().0).min(batch);
+            log.append_batch(&drafts(count)).unwrap();
+        }
+    }
+
+    /// The tile as the export wrote it before it used this module: hash tiles from
+    /// the writer's in-memory edge, bundles from the stored entries.
+    fn oracle(log: &Log<SledStore>, tile: TileRef) -> Vec<u8> {
+        let store = log.store().as_ref();
+        let first = tile.index * TILE_WIDTH as u64;
+        let mut bytes = Vec::new();
+        for node in first..first + tile.width() as u64 {
+            match tile.kind {
+                TileKind::Entries => {
+                    let entry = store.entry(LeafIndex(node)).unwrap().unwrap();
+                    bytes.extend_from_slice(&u16::try_from(entry.len()).unwrap().to_be_bytes());
+                    bytes.extend_from_slice(&entry);
+                }
+                TileKind::Hashes(level) => {
+                    let hash = log
+                        .edge()
+                        .node(u32::from(level) * TILE_HEIGHT, node, store)
+                        .unwrap();
+                    bytes.extend_from_slice(&hash.0);
+                }
+            }
+        }
+        bytes
+    }
+
+    fn read(reader: &TileReader<'_, SledStore>, tile: TileRef) -> Result<Vec<u8>, ReadError> {
+        match tile.kind {
+            TileKind::Entries => reader.entry_bundle(tile.index, tile.partial),
+            TileKind::Hashes(level) => reader.hash_tile(level, tile.index, tile.partial),
+        }
+    }
+
+    fn assert_no_such_tile(result: Result<Vec<u8>, ReadError>) {
+        assert!(
+            matches!(result, Err(ReadError::NoSuchTile { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn tiles_are_the_tree_at_the_latest_checkpoint() {
+        let (_dir, mut log) = new_log();
+        for size in [
+            1u64,
+            2,
+            255,
+            256,
+            257,
+            511,
+            512,
+            600,
+            65_536,
+            65_536 + 256 + 3,
+        ] {
+            grow(&mut log, size, 1000);
+            let reader = TileReader::new(log.store().as_ref());
+            let (note, latest) = reader.latest_checkpoint_note().unwrap();
+            assert_eq!(latest, TreeSize(size));
+            assert_eq!(
+                key().verify_checkpoint(note.as_bytes()).unwrap().size,
+                latest
+            );
+            let tiles: Vec<TileRef> = tiles_of(latest).collect();
+            for tile in &tiles {
+                assert_eq!(
+                    read(&reader, *tile).unwrap(),
+                    oracle(&log, *tile),
+                    "{}",
+                    tile.path()
+                );
+            }
+            for tile in tiles {
+                // A full tile is never served partially, a partial tile never
+                // full nor with another width, and nothing is past the last tile.
+                let others = [
+                    None,
+                    NonZeroU8::new(1),
+                    NonZeroU8::new(255),
+                    tile.partial.and_then(|width| width.checked_add(1)),
+                    tile.partial
+                        .and_then(|width| NonZeroU8::new(width.get().wrapping_sub(1))),
+                ];
+                for partial in others {
+                    if partial != tile.partial {
+                        assert_no_such_tile(read(&reader, TileRef { partial, ..tile }));
+                    }
+                }
+                let index = tile.index + 1;
+                if width_at(latest, tile.kind, index).is_none() {
+                    for partial in [None, NonZeroU8::new(1)] {
+                        assert_no_such_tile(read(
+                            &reader,
+                            TileRef {
+                                index,
+                                partial,
+                                ..tile
+                            },
+                        ));
+                    }
+                }
+            }
+            for level in [8u8, 9, 255] {
+                assert_no_such_tile(reader.hash_tile(level, 0, None));
+                assert_no_such_tile(reader.hash_tile(level, 0, NonZeroU8::new(1)));
+            }
+            assert_no_such_tile(reader.hash_tile(0, u64::MAX, None));
+            assert_no_such_tile(reader.entry_bundle(u64::MAX, NonZeroU8::new(3)));
+        }
+    }
+
+    #[test]
+    fn tiles_of_lists_what_the_tree_has() {
+        let paths = |size| {
+            tiles_of(TreeSize(size))
+                .map(|tile| tile.path())
+                .collect::<Vec<_>>()
+        };
+        assert!(paths(0).is_empty());
+        assert_eq!(paths(1), ["tile/entries/000.p/1", "tile/0/000.p/1"]);
+        assert_eq!(
+            paths(513),
+            [
+                "tile/entries/000",
+                "tile/entries/001",
+                "tile/entries/002.p/1",
+                "tile/0/000",
+                "tile/0/001",
+                "tile/0/002.p/1",
+                "tile/1/000.p/2",
+            ]
+        );
+        assert_eq!(
+            paths(256 * 256).last().map(String::as_str),
+            Some("tile/2/000.p/1")
+        );
+        assert_eq!(tiles_of(TreeSize(256 * 256)).count(), 256 + 256 + 1 + 1);
+    }
+
+    #[test]
+    fn proofs_verify_and_match_the_writer() {
+        let (_dir, mut log) = new_log();
+        grow(&mut log, 700, 37);
+        let reader = TileReader::new(log.store().as_ref());
+        for index in [0u64, 1, 36, 255, 256, 511, 600, 699] {
+            for size in [
+                None,
+                Some(TreeSize(index + 1)),
+                Some(TreeSize(37 * 10)),
+                Some(TreeSize(700)),
+            ] {
+                if size.is_some_and(|size| !size.contains(LeafIndex(index))) {
+                    continue;
+                }
+                let proof = reader.inclusion_proof(LeafIndex(index), size).unwrap();
+                let checkpoint = key()
+                    .verify_checkpoint(proof.checkpoint.as_bytes())
+                    .unwrap();
+                assert_eq!(checkpoint.size, proof.size);
+                // Retained checkpoints are at the batch boundaries (every 37) and
+                // 700; any other size is answered at the latest checkpoint.
+                let expected = match size {
+                    Some(size) if size.0 % 37 == 0 || size.0 == 700 => size,
+                    _ => TreeSize(700),
+                };
+                assert_eq!(proof.size, expected, "index {index}, size {size:?}");
+                assert_eq!(
+                    proof.proof,
+                    log.inclusion_proof(LeafIndex(index), expected).unwrap()
+                );
+                verify_inclusion(
+                    LeafIndex(index),
+                    proof.size,
+                    &proof.leaf_hash,
+                    &proof.proof,
+                    &checkpoint.root,
+                )
+                .unwrap();
+                let entry = log.store().entry(LeafIndex(index)).unwrap().unwrap();
+                verify_receipt(&proof.receipt(), &entry, &key()).unwrap();
+            }
+        }
+        for old in [1u64, 36, 37, 40, 256, 370, 699, 700] {
+            for new in [
+                None,
+                Some(TreeSize(370)),
+                Some(TreeSize(371)),
+                Some(TreeSize(700)),
+            ] {
+                if new.is_some_and(|new| new.0 < old) {
+                    continue;
+                }
+                let proof = reader.consistency_proof(TreeSize(old), new).unwrap();
+                let checkpoint = key()
+                    .verify_checkpoint(proof.checkpoint.as_bytes())
+                    .unwrap();
+                assert_eq!(checkpoint.size, proof.new);
+                let expected = match new {
+                    Some(TreeSize(371)) | None => TreeSize(700),
+                    Some(new) => new,
+                };
+                assert_eq!(proof.new, expected);
+                assert_eq!(
+                    proof.proof,
+                    log.consistency_proof(TreeSize(old), expected).unwrap()
+                );
+                let old_root = log.root_at(TreeSize(old)).unwrap();
+                verify_consistency(
+                    TreeSize(old),
+                    proof.new,
+                    &old_root,
+                    &checkpoint.root,
+                    &proof.proof,
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_no_longer_retained_is_answered_at_the_latest() {
+        let (_dir, mut log) = new_log();
+        grow(&mut log, 100, 10);
+        let reader = TileReader::new(log.store().as_ref());
+        assert_eq!(
+            reader
+                .inclusion_proof(LeafIndex(3), Some(TreeSize(50)))
+                .unwrap()
+                .size,
+            TreeSize(50)
+        );
+        log.store().remove_checkpoints(&[TreeSize(50)]).unwrap();
+        let proof = reader
+            .inclusion_proof(LeafIndex(3), Some(TreeSize(50)))
+            .unwrap();
+        assert_eq!(proof.size, TreeSize(100));
+        assert_eq!(
+            key()
+                .verify_checkpoint(proof.checkpoint.as_bytes())
+                .unwrap()
+                .size,
+            TreeSize(100)
+        );
+        assert_eq!(
+            reader
+                .consistency_proof(TreeSize(20), Some(TreeSize(50)))
+                .unwrap()
+                .new,
+            TreeSize(100)
+        );
+    }
+
+    #[test]
+    fn requests_outside_the_tree_are_named() {
+        let (_dir, mut log) = new_log();
+        {
+            let reader = TileReader::new(log.store().as_ref());
+            assert!(matches!(
+                reader.latest_checkpoint_note(),
+                Err(ReadError::NoCheckpoint)
+            ));
+            assert!(matches!(
+                reader.hash_tile(0, 0, NonZeroU8::new(1)),
+                Err(ReadError::NoCheckpoint)
+            ));
+            assert!(matches!(
+                reader.entry_bundle(0, None),
+                Err(ReadError::NoCheckpoint)
+            ));
+            assert!(matches!(
+                reader.inclusion_proof(LeafIndex(0), None),
+                Err(ReadError::NoCheckpoint)
+            ));
+            assert!(matches!(
+                reader.consistency_proof(TreeSize(1), None),
+                Err(ReadError::NoCheckpoint)
+            ));
+        }
+        grow(&mut log, 10, 10);
+        let reader = TileReader::new(log.store().as_ref());
+        let cases: Vec<(Result<(), ReadError>, &str)> = vec![
+            (reader.inclusion_proof(LeafIndex(10), None).map(drop), "index 10 is out of range for a tree of size 10"),
+            (reader.inclusion_proof(LeafIndex(5), Some(TreeSize(5))).map(drop), "index 5 is out of range for a tree of size 5"),
+            (reader.inclusion_proof(LeafIndex(0), Some(TreeSize(11))).map(drop), "size 11 is beyond the latest checkpoint (size 10)"),
+            (reader.consistency_proof(TreeSize(0), None).map(drop), "a consistency proof from the empty tree is refused"),
+            (reader.consistency_proof(TreeSize(11), None).map(drop), "size 11 is beyond the latest checkpoint (size 10)"),
+            (reader.consistency_proof(TreeSize(1), Some(TreeSize(11))).map(drop), "size 11 is beyond the latest checkpoint (size 10)"),
+            (reader.consistency_proof(TreeSize(5), Some(TreeSize(4))).map(drop), "old size 5 is larger than new size 4"),
+            (reader.hash_tile(0, 0, None).map(drop), "`tile/0/000` is not a tile of the tree at the latest checkpoint (size 10)"),
+            (reader.entry_bundle(0, NonZeroU8::new(9)).map(drop), "`tile/entries/000.p/9` is not a tile of the tree at the latest checkpoint (size 10)"),
+        ];
+        for (result, message) in cases {
+            assert_eq!(result.unwrap_err().to_string(), message);
+        }
+        let equal = reader.consistency_proof(TreeSize(10), None).unwrap();
+        assert!(equal.proof.is_empty());
+    }
+
+    /// A store that answers one stored tile with a flipped hash (a bug or damage).
+    struct Lying<'a> {
+        inner: &'a SledStore,
+        flip: TileId,
+    }
+
+    impl TileSource for Lying<'_> {
+        fn tile_hash(
+            &self,
+            id: TileId,
+            row: u32,
+            position: usize,
+        ) -> Result<Option<Hash>, LedgerError> {
+            let hash = self.inner.tile_hash(id, row, position)?;
+            Ok(hash.map(|mut hash| {
+                if id == self.flip {
+                    hash.0[0] ^= 1;
+                }
+                hash
+            }))
+        }
+    }
+
+    impl LedgerStore for Lying<'_> {
+        fn size(&self) -> Result<TreeSize, LedgerError> {
+            self.inner.size()
+        }
+        fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+            self.inner.meta(name)
+        }
+        fn set_meta(&self, values: &[(&str, &[u8])]) -> Result<(), LedgerError> {
+            self.inner.set_meta(values)
+        }
+        fn entry(&self, index: LeafIndex) -> Result<Option<Vec<u8>>, LedgerError> {
+            self.inner.entry(index)
+        }
+        fn entries_from(&self, from: LeafIndex) -> Entries<'_> {
+            self.inner.entries_from(from)
+        }
+        fn checkpoints_from(&self, from: TreeSize) -> Checkpoints<'_> {
+            self.inner.checkpoints_from(from)
+        }
+        fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
+            self.inner.latest_checkpoint()
+        }
+        fn commit(&self, batch: CommitBatch) -> Result<(), LedgerError> {
+            self.inner.commit(batch)
+        }
+        fn remove_checkpoints(&self, sizes: &[TreeSize]) -> Result<(), LedgerError> {
+            self.inner.remove_checkpoints(sizes)
+        }
+        fn is_empty(&self) -> Result<bool, LedgerError> {
+            self.inner.is_empty()
+        }
+    }
+
+    #[test]
+    fn a_proof_from_a_lying_store_is_not_handed_out() {
+        let (_dir, mut log) = new_log();
+        grow(&mut log, 600, 100);
+        let lying = Lying {
+            inner: log.store().as_ref(),
+            flip: TileId { level: 0, index: 0 },
+        };
+        let reader = TileReader::new(&lying);
+        let error = reader.inclusion_proof(LeafIndex(300), None).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ReadError::SelfCheckFailed {
+                    proof: "inclusion",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let error = reader.consistency_proof(TreeSize(300), None).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ReadError::SelfCheckFailed {
+                    proof: "consistency",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        // At size 100, tile 0/000 is partial and recomputed from the entries: a
+        // proof there does not touch the bad stored tile.
+        let proof = reader
+            .inclusion_proof(LeafIndex(10), Some(TreeSize(100)))
+            .unwrap();
+        assert_eq!(proof.size, TreeSize(100));
+    }
+
+    #[test]
+    fn reads_during_appends_always_verify() {
+        let (_dir, mut log) = new_log();
+        grow(&mut log, 1, 1);
+        let store = Arc::clone(log.store());
+        let writer = std::thread::spawn(move || {
+            for batch in 0..60u64 {
+                log.append_batch(&drafts(1 + batch % 23)).unwrap();
+            }
+            log
+        });
+        let reader = TileReader::new(store.as_ref());
+        let mut seen = 0;
+        while !writer.is_finished() || seen < 5 {
+            seen += 1;
+            let (note, size) = reader.latest_checkpoint_note().unwrap();
+            let checkpoint = key().verify_checkpoint(note.as_bytes()).unwrap();
+            assert_eq!(checkpoint.size, size);
+            let proof = reader.inclusion_proof(LeafIndex(size.0 / 2), None).unwrap();
+            let signed = key()
+                .verify_checkpoint(proof.checkpoint.as_bytes())
+                .unwrap();
+            verify_inclusion(
+                proof.index,
+                proof.size,
+                &proof.leaf_hash,
+                &proof.proof,
+                &signed.root,
+            )
+            .unwrap();
+            let proof = reader.consistency_proof(TreeSize(1), None).unwrap();
+            assert!(proof.new >= size);
+            // A partial tile of an older size is refused, never served wrong.
+            for tile in tiles_of(size) {
+                match read(&reader, tile) {
+                    Ok(bytes) if tile.kind == TileKind::Entries => assert!(!bytes.is_empty()),
+                    Ok(bytes) => assert_eq!(bytes.len(), tile.width() * 32, "{}", tile.path()),
+                    Err(ReadError::NoSuchTile { .. }) => assert!(tile.partial.is_some()),
+                    Err(other) => panic!("{}: {other}", tile.path()),
+                }
+            }
+        }
+        let log = writer.join().unwrap();
+        let reader = TileReader::new(log.store().as_ref());
+        for tile in tiles_of(log.size()) {
+            assert_eq!(read(&reader, tile).unwrap(), oracle(&log, tile));
+        }
     }
 }

@@ -15,7 +15,7 @@ use writ_ledger::EntryDraft;
 use writ_pdp::{DecisionRequest, LoadedPolicies};
 
 use crate::error::ApiError;
-use crate::identity::{Principal, PrincipalEntity, PrincipalKind, WorkspaceId};
+use crate::identity::{IdentityError, Principal, PrincipalEntity, PrincipalKind, WorkspaceId};
 use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
 
 /// Entity types only operators may write: who is an operator, what the roles are, the
@@ -206,6 +206,12 @@ pub async fn put_entity(
         ));
     }
     let uid = state.engine.check_entity(&entity)?;
+    if matches!(entity_type(&uid), "Host" | "File") {
+        return Err(ApiError::unprocessable(
+            "entity_not_storable",
+            "Host and File entities are built by the kernel for each request and are never stored",
+        ));
+    }
     let scope = principal.workspace().cloned();
     if let Some(workspace) = &scope {
         let existing_ok = state
@@ -352,7 +358,11 @@ pub async fn create_api_key(
     let (record, secret) = state
         .auth
         .api_keys()
-        .create(&subject, body.label.as_deref(), now)?;
+        .create(&subject, body.label.as_deref(), now)
+        .map_err(|error| match error {
+            IdentityError::BadLabel => ApiError::unprocessable("bad_label", error.to_string()),
+            other => ApiError::from(other),
+        })?;
     let mut fields = Map::new();
     fields.insert("key_id".into(), json!(record.id.as_str()));
     fields.insert("principal".into(), json!(subject.entity().to_string()));
@@ -432,7 +442,11 @@ pub async fn revoke_api_key(
         json!(record.principal.entity().to_string()),
     );
     record_change(&state, &caller, "apikey.revoked", fields).await?;
-    state.auth.api_keys().revoke(&id)?;
+    state
+        .auth
+        .api_keys()
+        .revoke(&id)
+        .map_err(|error| ApiError::internal("revoking the api key", &error))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -38,6 +38,12 @@ pub fn decide(
     body: &AuthorizeBody,
 ) -> Result<Decided, ApiError> {
     check_principal_entity(snapshot, principal)?;
+    if body.action.len() > 256 {
+        return Err(ApiError::unprocessable(
+            "unknown_action",
+            "an action name is at most 256 bytes",
+        ));
+    }
     let target = target(body, principal)?;
     let mut entities = snapshot.request_entities(&body.entities, &state.reserved_types)?;
     if let Some(kernel_entity) = &target.kernel_entity {
@@ -276,10 +282,18 @@ pub async fn outcome(
     let entry: Value = serde_json::from_slice(&entry)
         .map_err(|error| ApiError::internal("decoding the decision", &error))?;
     let is_theirs = entry.get("kind").and_then(Value::as_str) == Some("decision")
-        && entry.get("actor").and_then(Value::as_str) == Some(actor.as_str());
+        && entry.get("actor").and_then(Value::as_str) == Some(actor.as_str())
+        && entry.get("workspace").and_then(Value::as_str) == Some(workspace.as_str());
     if !is_theirs {
         // The same answer as for a missing decision: ids of others' decisions are not confirmed.
         return Err(ApiError::not_found(format!("no decision `{index}`")));
+    }
+    if entry.get("decision").and_then(Value::as_str) != Some("allow") {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "decision_denied",
+            format!("decision `{index}` was a deny: there is no action to report on"),
+        ));
     }
     let mut fields = Map::new();
     fields.insert("decision_id".into(), json!(index.to_string()));

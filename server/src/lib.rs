@@ -10,7 +10,7 @@ pub mod defaults;
 pub mod error;
 pub mod identity;
 pub mod kernel;
-// pub mod ledger_api; (pending)
+pub mod ledger_api;
 pub mod metrics;
 pub mod request;
 pub mod routes;

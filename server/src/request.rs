@@ -13,6 +13,9 @@ use crate::identity::Principal;
 /// Fields a caller may never send: who it is and where it acts come from its token.
 const IDENTITY_FIELDS: [&str; 4] = ["principal", "workspace", "actor", "user"];
 
+/// The longest resource type or id accepted (it is recorded in the ledger).
+const MAX_NAME_LEN: usize = 1024;
+
 /// The longest URL or path the kernel parses.
 const MAX_TARGET_LEN: usize = 4096;
 
@@ -109,6 +112,12 @@ pub fn target(body: &AuthorizeBody, principal: &Principal) -> Result<Target, Api
             let resource = body.resource.as_ref().ok_or_else(|| {
                 ApiError::bad_request("missing_resource", "the request needs `resource`")
             })?;
+            if resource.entity_type.len() > MAX_NAME_LEN || resource.id.len() > MAX_NAME_LEN {
+                return Err(ApiError::unprocessable(
+                    "resource_too_long",
+                    format!("a resource type or id is at most {MAX_NAME_LEN} bytes"),
+                ));
+            }
             if resource.entity_type == "Host" || resource.entity_type == "File" {
                 return Err(kernel_built(&resource.entity_type));
             }

@@ -102,6 +102,7 @@ pub fn router(state: Shared, ledger: Router) -> Router {
         .with_state(Arc::clone(&state));
     api.merge(ledger)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
@@ -139,6 +140,14 @@ async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
 }
 
 async fn not_found() -> ApiError {

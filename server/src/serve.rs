@@ -16,7 +16,7 @@ use writ_ledger::EntryDraft;
 use crate::config::ServeConfig;
 use crate::identity::{ApiKeyStore, Authenticator, JwksVerifier};
 use crate::kernel::{self, BOOTSTRAP_KEY_FILE};
-// use crate::ledger_api::ledger_routes;
+use crate::ledger_api::ledger_routes;
 use crate::metrics::Metrics;
 use crate::state::{AppState, RESERVED_TYPES};
 
@@ -119,7 +119,8 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
     });
     record_start(&state, &verifier_key).await?;
     tracing::info!(verifier_key = %verifier_key, "ledger open");
-    let router = crate::routes::router(Arc::clone(&state), axum::Router::new());
+    let router =
+        crate::routes::router(Arc::clone(&state), ledger_routes(Arc::clone(&ledger_store)));
     Ok(Opened {
         state,
         router,

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use writ_ledger::store::LedgerStore;
 use writ_ledger::store::SledStore;
 use writ_ledger::writer::LedgerWriter;
-use writ_ledger::{EntryDraft, Receipt};
+use writ_ledger::{EntryDraft, LedgerError, Receipt};
 use writ_pdp::cedar_policy::EntityUid;
 use writ_pdp::Engine;
 
@@ -75,6 +75,13 @@ impl AppState {
     pub async fn record(&self, draft: &EntryDraft) -> Result<Receipt, ApiError> {
         match self.ledger.append(draft).await {
             Ok(receipt) => Ok(receipt),
+            // Refused before it reached the log: the request was too big to record,
+            // and the log itself is fine.
+            Err(LedgerError::EntryTooLarge { .. }) => Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "entry_too_large",
+                "the request is too large to be recorded in the ledger (64 KiB per entry)",
+            )),
             Err(error) => {
                 self.ledger_failed.store(true, Ordering::SeqCst);
                 self.metrics.ledger_failure();

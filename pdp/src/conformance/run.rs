@@ -2,7 +2,7 @@
 //! compares the answers, with the semantics of cedar-testing's `integration_testing.rs`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -17,34 +17,37 @@ use super::paths::resolve;
 use super::policy_dir::load_policy_dir;
 use super::{Disagreement, DisagreementField, TestFileReport};
 
-/// A parsed schema and a validator for it. Parsing and building both is a noticeable
-/// part of a small test, and the handwritten tests share three schemas.
+/// A parsed schema and a validator for it.
 #[derive(Debug)]
 struct LoadedSchema {
     schema: Schema,
     validator: Validator,
 }
 
-/// Parsed schemas by resolved path, shared by the worker threads.
+/// Parsed schemas by their text, shared by the worker threads.
+///
+/// Parsing a schema is the largest single cost of a generated test (Cedar's schema
+/// grammar runs a full parse for every identifier), and the 7,809 corpus tests hold only
+/// 4,659 distinct schemas under as many file names, so the key is the text, not the path.
 #[derive(Debug, Default)]
 pub(super) struct SchemaCache {
-    loaded: Mutex<HashMap<PathBuf, Arc<LoadedSchema>>>,
+    loaded: Mutex<HashMap<String, Arc<LoadedSchema>>>,
 }
 
 impl SchemaCache {
     fn get(&self, path: &Path) -> Result<Arc<LoadedSchema>, ConformanceError> {
+        let text = read(path)?;
         // A worker that panicked cannot leave the map half-updated: insert is the only write.
         let cached = self
             .loaded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(path)
+            .get(&text)
             .cloned();
         if let Some(loaded) = cached {
             return Ok(loaded);
         }
         // Parsed outside the lock; two workers may both parse a schema once, which is harmless.
-        let text = read(path)?;
         let (schema, _warnings) =
             Schema::from_cedarschema_str(&text).map_err(|e| ConformanceError::Schema {
                 path: path.display().to_string(),
@@ -57,7 +60,7 @@ impl SchemaCache {
         self.loaded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(path.to_path_buf(), Arc::clone(&loaded));
+            .insert(text, Arc::clone(&loaded));
         Ok(loaded)
     }
 }
