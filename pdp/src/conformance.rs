@@ -159,8 +159,9 @@ pub fn run_test_file(path: &Path) -> Result<TestFileReport, ConformanceError> {
 /// Runs every test in `paths`. A file is run as a test; a directory is searched
 /// recursively for `*.json` files other than `*.entities.json`, and each that is a JSON
 /// object with a `requests` field is run as a test (so `sample-data/*/entities.json`, an
-/// array, is passed over, while a damaged test is reported). Files run on up to two
-/// threads; the totals and lists come out in a fixed order whatever the timing.
+/// array, is passed over, while a damaged test is reported); links to directories are
+/// not followed. Files run on up to two threads and share parsed schemas (keyed by the
+/// schema text); the totals and lists come out in a fixed order whatever the timing.
 pub fn run_paths(paths: &[PathBuf]) -> Summary {
     let mut summary = Summary::default();
     let mut jobs = Vec::new();
