@@ -4,7 +4,8 @@
 //!
 //! Encoding (big-endian, no trailing bytes):
 //! `b"wrtk" | 1 | ring id (16) | primary u32 | min_decrypt u32 | count u16 |
-//!  count × (version u32 | created_unix_ms u64 | key 32) | has_ledger_key u8 | [ledger key 32]`.
+//!  count × (version u32 | created_unix_ms u64 | key 32) | has_ledger_key u8 |
+//!  [u16 length | the ledger's note signer key string]`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +16,32 @@ use zeroize::Zeroizing;
 use crate::error::VaultError;
 use crate::ids::KekVersion;
 use crate::keys::{Key, KEY_LEN};
+
+/// The longest ledger signer key string a ring holds (a note signer key string
+/// is about 100 bytes).
+pub const MAX_LEDGER_KEY_LEN: usize = 1024;
+
+/// The ledger's signing key, as the note signer key string
+/// `PRIVATE+KEY+name+hexkeyid+base64(0x01||seed)`: zeroized, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LedgerKey(Zeroizing<String>);
+
+impl LedgerKey {
+    /// `None` when longer than [`MAX_LEDGER_KEY_LEN`].
+    pub fn new(text: Zeroizing<String>) -> Option<Self> {
+        (text.len() <= MAX_LEDGER_KEY_LEN).then_some(Self(text))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for LedgerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LedgerKey(..)")
+    }
+}
 
 const MAGIC: [u8; 4] = *b"wrtk";
 const FORMAT_VERSION: u8 = 1;
@@ -72,7 +99,7 @@ pub struct KeyRing {
     primary: KekVersion,
     primary_kek: Kek,
     min_decrypt: KekVersion,
-    ledger_key: Option<Key>,
+    ledger_key: Option<LedgerKey>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -195,12 +222,12 @@ impl KeyRing {
         Ok(retired)
     }
 
-    /// The ledger's Ed25519 signing key seed, when the ring holds it.
-    pub fn ledger_key(&self) -> Option<&Key> {
+    /// The ledger's signing key, when the ring holds it.
+    pub fn ledger_key(&self) -> Option<&LedgerKey> {
         self.ledger_key.as_ref()
     }
 
-    pub fn set_ledger_key(&mut self, key: Key) {
+    pub fn set_ledger_key(&mut self, key: LedgerKey) {
         self.ledger_key = Some(key);
     }
 
@@ -227,7 +254,10 @@ impl KeyRing {
         match &self.ledger_key {
             Some(key) => {
                 out.push(1);
-                out.extend_from_slice(key.expose());
+                // INVARIANT: at most MAX_LEDGER_KEY_LEN (1024) bytes.
+                let len = u16::try_from(key.expose().len()).unwrap_or(u16::MAX);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(key.expose().as_bytes());
             }
             None => out.push(0),
         }
@@ -285,10 +315,15 @@ impl KeyRing {
         };
         let ledger_key = match reader.u8()? {
             0 => None,
-            1 => Some(
-                Key::from_slice(reader.take(KEY_LEN)?)
-                    .ok_or(VaultError::RingMalformed("short ledger key"))?,
-            ),
+            1 => {
+                let len = usize::from(reader.u16()?);
+                if len > MAX_LEDGER_KEY_LEN {
+                    return Err(VaultError::RingMalformed("ledger key too long"));
+                }
+                let text = std::str::from_utf8(reader.take(len)?)
+                    .map_err(|_| VaultError::RingMalformed("ledger key is not UTF-8"))?;
+                LedgerKey::new(Zeroizing::new(text.to_owned()))
+            }
             _ => return Err(VaultError::RingMalformed("bad ledger key flag")),
         };
         if !reader.is_empty() {

@@ -20,7 +20,7 @@ pub mod store;
 pub use envelope::{Binding, MAX_VALUE_LEN};
 pub use error::VaultError;
 pub use ids::{KekVersion, Purpose, SecretName, SecretVersion, Workspace, MAX_SECRET_NAME_LEN};
-pub use keyring::{KekInfo, KeyRing, RingId};
+pub use keyring::{KekInfo, KeyRing, LedgerKey, RingId};
 pub use keys::{Key, SecretValue, KEY_LEN};
 pub use read::open_version;
 pub use rewrap::{rewrap_batch, RewrapBatch};

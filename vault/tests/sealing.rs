@@ -8,7 +8,8 @@ use rand::rngs::OsRng;
 use writ_vault::seal::{key_file_sealer, parse_key_file, passphrase_sealer};
 use writ_vault::shares::shares_sealer;
 use writ_vault::{
-    Argon2Cost, KekVersion, Key, KeyRing, SealedRing, ShareCollector, UnsealProgress, VaultError,
+    Argon2Cost, KekVersion, KeyRing, LedgerKey, SealedRing, ShareCollector, UnsealProgress,
+    VaultError,
 };
 
 /// Small Argon2 costs keep the tests fast; the format stores whatever was used.
@@ -22,7 +23,12 @@ fn ring_with_history() -> KeyRing {
     let mut ring = KeyRing::generate(&mut OsRng, 1_000);
     ring.rotate(&mut OsRng, 2_000).unwrap();
     ring.rotate(&mut OsRng, 3_000).unwrap();
-    ring.set_ledger_key(Key::generate(&mut OsRng));
+    ring.set_ledger_key(
+        LedgerKey::new(zeroize::Zeroizing::new(
+            "PRIVATE+KEY+example+0123abcd+AQID".to_owned(),
+        ))
+        .unwrap(),
+    );
     ring
 }
 
