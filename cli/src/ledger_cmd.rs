@@ -161,7 +161,18 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LedgerCommand::Export { data, out } => {
-            let log = DataDir::new(&data).open_log(Retention::default())?;
+            let dir = DataDir::new(&data);
+            let log = if dir.key_path().exists() || !dir.exists() {
+                dir.open_log(Retention::default())?
+            } else {
+                // A server's data dir: the signing key is sealed in its vault.
+                let signer = writ_server::vault::files::offline_ledger_signer(&data)?;
+                dir.open_log_with_signer(
+                    signer,
+                    Retention::default(),
+                    std::sync::Arc::new(writ_ledger::log::SystemClock),
+                )?
+            };
             let summary = writ_ledger::export::export(&log, &out)?;
             println!(
                 "exported {} entries, {} hash tiles, {} entry bundles, {} checkpoints to {}",
@@ -243,7 +254,7 @@ pub(crate) fn run_keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             if !dir.exists() {
                 bail!("no ledger in `{}`", data.display());
             }
-            println!("{}", dir.signer()?.verifier_key());
+            println!("{}", dir.verifier_key()?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -7,6 +7,7 @@ mod client;
 mod ledger_cmd;
 mod policy_cmd;
 mod serve_cmd;
+mod vault_cmd;
 mod verify_url;
 
 use std::process::ExitCode;
@@ -23,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a data dir: ledger key, default policies, bootstrap operator key.
+    /// Create a data dir: the vault (holding the ledger key), default policies,
+    /// bootstrap operator key.
     Init(serve_cmd::InitArgs),
     /// Run the server (initialising the data dir first if it does not exist).
     Serve(serve_cmd::ServeArgs),
@@ -49,7 +51,19 @@ enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(ledger_cmd::KeysCommand),
+    /// The vault on a running server: seal, unseal, rotate, rewrap, retire, leases.
+    #[command(subcommand)]
+    Vault(vault_cmd::VaultCommand),
+    /// A workspace's secrets on a running server: put, list, reveal, delete.
+    #[command(subcommand)]
+    Secret(vault_cmd::SecretCommand),
 }
+
+/// mimalloc instead of glibc's malloc: the server allocates per request on every
+/// tokio worker, and glibc's arenas cost about 15% of its CPU under load (perf,
+/// `docs/PERFORMANCE.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,6 +79,8 @@ fn main() -> ExitCode {
         } => admin_cmd::authorize(&request, &connection),
         Command::Ledger(command) => ledger_cmd::run(command),
         Command::Keys(command) => ledger_cmd::run_keys(command),
+        Command::Vault(command) => vault_cmd::vault(command),
+        Command::Secret(command) => vault_cmd::secret(command),
     };
     match result {
         Ok(code) => code,

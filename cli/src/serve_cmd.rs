@@ -45,12 +45,23 @@ pub(crate) struct ServeArgs {
     /// Log format.
     #[arg(long, env = "WRIT_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormatArg>,
+    /// A key file that unseals the vault at start (default: DATA/vault.key when it
+    /// exists; else the passphrase in WRIT_VAULT_PASSPHRASE; else the server starts
+    /// sealed and waits for `writ vault unseal`).
+    #[arg(long, env = "WRIT_VAULT_KEY_FILE")]
+    vault_key_file: Option<PathBuf>,
 }
 
 pub(crate) fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let made = writ_server::kernel::init(&args.data)?;
     eprintln!("initialised `{}`", args.data.display());
     eprintln!("ledger verifier key: {}", made.verifier_key);
+    eprintln!(
+        "the vault (which holds the ledger's signing key) is sealed by the key file `{}`: \
+         fine for a sidecar on one machine; in production seal it with shares or a passphrase \
+         (`writ vault init --shares 5 --threshold 3` on the running server)",
+        made.vault_key_file.display()
+    );
     match args.admin_key_out {
         Some(path) => {
             writ_server::kernel::write_secret_file(&path, made.admin_key.expose())?;
@@ -85,6 +96,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             LogFormatArg::Pretty => LogFormat::Pretty,
             LogFormatArg::Json => LogFormat::Json,
         }),
+        vault_key_file: args.vault_key_file,
     };
     let config = ServeConfig::resolve(file, overrides)?;
     init_tracing(config.log_format);

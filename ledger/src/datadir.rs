@@ -1,7 +1,10 @@
 //! A ledger data dir: the sled database and the signing key file (mode 0600).
 //!
 //! Layout: `DIR/ledger.key` (the Go `note` private key string, owner-only) and
-//! `DIR/ledger.db/` (sled). The key moves into the vault with the vault issue.
+//! `DIR/ledger.db/` (sled). A server's data dir keeps the key sealed in its vault
+//! instead: it creates and opens the log with a signer it brings
+//! ([`DataDir::create_with_signer`], [`DataDir::open_log_with_signer`]) and publishes
+//! the verifier key in `ledger.pub`.
 
 use std::fs;
 use std::io::Write as _;
@@ -21,6 +24,9 @@ const LOCK_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 pub const KEY_FILE: &str = "ledger.key";
 /// Directory name of the sled database inside a data dir.
 pub const DB_DIR: &str = "ledger.db";
+/// File name of the verifier key string (public) of a log whose signing key is kept
+/// elsewhere (a server's vault).
+pub const PUBLIC_KEY_FILE: &str = "ledger.pub";
 
 /// The default origin (and key name) of a new log: unique per data dir.
 pub fn default_origin() -> String {
@@ -97,6 +103,71 @@ impl DataDir {
             .and_then(|()| fs::rename(&staging, &path))
             .map_err(|error| LedgerError::io(&path, error))?;
         Ok(verifier_key)
+    }
+
+    /// Creates the directory (mode 0700) and a database stamped with `signer`'s key,
+    /// writing no key file: the caller keeps the signing key (sealed in a vault) and
+    /// gets the verifier key string, also written to `ledger.pub`. Refuses a dir that
+    /// already holds a ledger.
+    pub fn create_with_signer(&self, signer: LogSigner) -> Result<String, LedgerError> {
+        if self.exists() {
+            return Err(LedgerError::io(
+                &self.root,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already holds a ledger"),
+            ));
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .map_err(|error| LedgerError::io(&self.root, error))?;
+        let verifier_key = signer.verifier_key();
+        let store = Arc::new(self.store()?);
+        drop(Log::create(
+            store,
+            signer,
+            Arc::new(SystemClock),
+            Retention::default(),
+        )?);
+        let path = self.root.join(PUBLIC_KEY_FILE);
+        fs::write(&path, format!("{verifier_key}\n"))
+            .map_err(|error| LedgerError::io(&path, error))?;
+        Ok(verifier_key)
+    }
+
+    /// The verifier key string: from the signing key file when there is one, else
+    /// from `ledger.pub`.
+    pub fn verifier_key(&self) -> Result<String, LedgerError> {
+        if self.key_path().exists() {
+            return Ok(self.signer()?.verifier_key());
+        }
+        let path = self.root.join(PUBLIC_KEY_FILE);
+        let text =
+            crate::files::read_bounded(&path, 4096).map_err(|error| LedgerError::KeyFile {
+                path: path.display().to_string(),
+                reason: error.to_string(),
+            })?;
+        let text = String::from_utf8(text).map_err(|_| LedgerError::KeyFile {
+            path: path.display().to_string(),
+            reason: "is not UTF-8".into(),
+        })?;
+        Ok(text.trim_end().to_owned())
+    }
+
+    /// Opens the log with a signer the caller brings (no key file is read).
+    pub fn open_log_with_signer(
+        &self,
+        signer: LogSigner,
+        retention: Retention,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Log<SledStore>, LedgerError> {
+        if !self.db_path().is_dir() {
+            return Err(LedgerError::NoLedger {
+                path: self.root.display().to_string(),
+            });
+        }
+        let store = Arc::new(self.store()?);
+        Log::open(store, signer, clock, retention)
     }
 
     /// Reads the signing key, refusing a key file others can read.

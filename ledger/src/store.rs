@@ -138,12 +138,17 @@ pub struct SledStore {
 /// KiB at most) inside the log file that `commit` syncs.
 const SEGMENT_BYTES: usize = 8 << 20;
 
+/// sled's page cache for the ledger. Appends never read back and proofs touch a
+/// few tiles, so a small cache costs little; it is most of the server's resident
+/// memory (sled counts serialized sizes, so its heap use is larger still).
+pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl SledStore {
     /// Opens (or creates) the sled database at `path`.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
             .segment_size(SEGMENT_BYTES)
             .open()?;

@@ -90,7 +90,7 @@ fn check_principal_entity(snapshot: &Snapshot, principal: &Principal) -> Result<
 /// The ledger entry of a decision: what was asked and answered, under which policy
 /// set. The context is recorded by digest only (it may carry data the caller does
 /// not want copied), error messages not at all (they may quote such data).
-fn decision_entry(
+pub(crate) fn decision_entry(
     principal: &Principal,
     request: &DecisionRequest,
     decision: &Decision,

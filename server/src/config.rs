@@ -45,6 +45,9 @@ pub struct FileConfig {
     /// Group-commit linger of the ledger, in microseconds.
     pub ledger_linger_us: Option<u64>,
     pub jwt: Option<JwtSection>,
+    /// A key file that unseals the vault at start (default: the data dir's
+    /// `vault.key` when it exists).
+    pub vault_key_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -71,6 +74,7 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     pub ledger_linger: Duration,
     pub jwt: Option<JwtSection>,
+    pub vault_key_file: Option<PathBuf>,
 }
 
 /// What flags and environment variables say (each overrides the file).
@@ -81,6 +85,7 @@ pub struct Overrides {
     pub policy_dir: Option<PathBuf>,
     pub schema_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    pub vault_key_file: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -116,6 +121,7 @@ impl ServeConfig {
             log_format: overrides.log_format.or(file.log_format).unwrap_or_default(),
             ledger_linger: Duration::from_micros(linger_us),
             jwt: file.jwt,
+            vault_key_file: overrides.vault_key_file.or(file.vault_key_file),
         })
     }
 }

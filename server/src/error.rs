@@ -103,3 +103,50 @@ impl From<PdpError> for ApiError {
         Self::unprocessable(code, error.to_string())
     }
 }
+
+impl From<writ_vault::VaultError> for ApiError {
+    fn from(error: writ_vault::VaultError) -> Self {
+        use writ_vault::VaultError as E;
+        let (status, code) = match &error {
+            E::Sealed => (StatusCode::SERVICE_UNAVAILABLE, "vault_sealed"),
+            E::BadSecretName(_) | E::BadWorkspace(_) | E::BadPurpose(_) | E::BadSecretVersion => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "bad_secret_name")
+            }
+            E::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
+            E::NoSuchSecret(_) | E::NoSuchVersion { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            E::Destroyed { .. } => (StatusCode::GONE, "secret_destroyed"),
+            E::VersionsExhausted(_) => (StatusCode::CONFLICT, "versions_exhausted"),
+            E::KekInUse { .. } | E::RetirePrimary(_) | E::RetireBackwards(_) | E::RingFull => {
+                (StatusCode::CONFLICT, "kek_in_use")
+            }
+            E::ShareMalformed(_)
+            | E::ShareWrongRing { .. }
+            | E::ShareDuplicate(_)
+            | E::ShareParameters { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_share"),
+            E::SharesDoNotOpen | E::WrongPassphrase | E::WrongKeyFile | E::WrongSealer { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "unseal_failed")
+            }
+            E::Argon2(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_argon2_parameters"),
+            // A stored envelope that does not open is damage on the server's side;
+            // the detail goes to the log, never to the caller.
+            E::KekUnknown(_)
+            | E::KekRetired(_)
+            | E::UnwrapFailed
+            | E::CommitmentMismatch
+            | E::DecryptFailed
+            | E::EnvelopeMagic
+            | E::EnvelopeVersion(_)
+            | E::EnvelopeAlgorithm(_)
+            | E::EnvelopeTruncated(_) => {
+                tracing::error!(%error, "a stored secret does not open");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "secret_unreadable",
+                    "the stored secret could not be opened; the server log says why",
+                );
+            }
+            _ => return Self::internal("the vault", &error),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}

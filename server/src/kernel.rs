@@ -1,26 +1,33 @@
 //! Creating and opening a data dir: the ledger, the state database (entities and API
 //! keys), the policy files, and the bootstrap operator key.
 //!
-//! Layout of a data dir: `ledger.key` and `ledger.db/` (the ledger), `state.db/`
-//! (entities and API keys), `policies/` and `schemas/` (the policy set that is loaded
-//! and reloaded).
+//! Layout of a data dir: `ledger.db/` and `ledger.pub` (the ledger and its verifier
+//! key), `vault.sealed` (the sealed key ring, which holds the ledger's signing key and
+//! the vault's KEKs), `vault.key` (the key file that unseals it, for the embedded
+//! default only), `state.db/` (entities, API keys, secrets, leases), `policies/` and
+//! `schemas/` (the policy set that is loaded and reloaded).
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use rand::rngs::OsRng;
 use serde_json::{json, Map, Value};
+use writ_ledger::checkpoint::LogSigner;
 use writ_ledger::datadir::{default_origin, DataDir};
-use writ_ledger::log::Retention;
+use writ_ledger::log::{Retention, SystemClock};
 use writ_ledger::EntryDraft;
 use writ_pdp::{Engine, LoadedPolicies, SledEntityStore};
+use writ_vault::seal::key_file_sealer;
+use writ_vault::{KeyRing, LedgerKey, SealedRing};
 
 use crate::defaults;
 use crate::identity::{ApiKeySecret, ApiKeyStore, Principal, PrincipalEntity, PrincipalKind};
 use crate::state::REQUIRED_ENTITIES;
+use crate::vault::files;
 
 /// The sled database of entities and API keys, beside the ledger.
 pub const STATE_DB: &str = "state.db";
@@ -35,6 +42,8 @@ pub struct Initialised {
     pub verifier_key: String,
     pub admin_key: ApiKeySecret,
     pub admin_key_id: String,
+    /// The key file that unseals the vault (the embedded default's sealer).
+    pub vault_key_file: PathBuf,
 }
 
 /// Opens the state database with a small cache (entities and keys are small).
@@ -66,10 +75,30 @@ pub fn open_engine(
 /// seed entities, and one operator API key (returned, never stored in clear).
 pub fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
     let ledger_dir = DataDir::new(data_dir);
-    if ledger_dir.exists() || data_dir.join(STATE_DB).exists() {
+    if is_initialised(data_dir) {
         bail!("`{}` already holds a writ data dir", data_dir.display());
     }
-    let verifier_key = ledger_dir.init(&default_origin())?;
+    // The vault first: a ring holding the ledger's new signing key, sealed by a key
+    // file. The ledger's database is stamped with that key afterwards, so a crash
+    // leaves a vault without a ledger (refused by `init` and `serve` by name), never
+    // a ledger whose key is nowhere.
+    let signer = LogSigner::generate(&default_origin())?;
+    let mut ring = KeyRing::generate(&mut OsRng, crate::unix_now_ms());
+    let ledger_key = LedgerKey::new(signer.to_signer_key_string())
+        .context("the ledger signing key is too long for the vault")?;
+    ring.set_ledger_key(ledger_key);
+    let (sealer, root, key_text) = key_file_sealer(&mut OsRng);
+    let sealed = SealedRing::seal(&ring, &root, sealer, &mut OsRng)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .with_context(|| format!("cannot create `{}`", data_dir.display()))?;
+    let vault_key_file = files::key_file_path(data_dir);
+    files::write_private_atomically(&vault_key_file, key_text.as_bytes())?;
+    files::write_sealed(data_dir, &sealed)?;
+    let ring_id = ring.id().to_string();
+    let verifier_key = ledger_dir.create_with_signer(signer)?;
     let policy_dir = data_dir.join("policies");
     let schema_dir = data_dir.join("schemas");
     write_files(&policy_dir, &defaults::POLICIES)?;
@@ -99,7 +128,12 @@ pub fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
     state.flush().context("cannot flush the state database")?;
 
     // The ledger's first entries say what was made, with no secret in them.
-    let mut log = ledger_dir.open_log(Retention::default())?;
+    let signer = files::ledger_signer(&ring)?;
+    let mut log = ledger_dir.open_log_with_signer(
+        signer,
+        Retention::default(),
+        std::sync::Arc::new(SystemClock),
+    )?;
     let policy_set = engine.snapshot().policies().digest().to_string();
     let mut initialised = Map::new();
     initialised.insert("verifier_key".into(), json!(verifier_key));
@@ -109,12 +143,22 @@ pub fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
     key_created.insert("key_id".into(), json!(record.id.as_str()));
     key_created.insert("principal".into(), json!(operator.entity().to_string()));
     key_created.insert("key_workspace".into(), Value::Null);
+    let mut vault_made = Map::new();
+    vault_made.insert("sealer".into(), json!("a key file"));
+    vault_made.insert("ring_id".into(), json!(ring_id));
+    vault_made.insert("kek_version".into(), json!(1));
     let drafts = [
         EntryDraft {
             kind: "kernel.initialised".into(),
             actor: "writ".into(),
             workspace: "-".into(),
             fields: initialised,
+        },
+        EntryDraft {
+            kind: "vault.initialised".into(),
+            actor: "writ".into(),
+            workspace: "-".into(),
+            fields: vault_made,
         },
         EntryDraft {
             kind: "apikey.created".into(),
@@ -132,6 +176,7 @@ pub fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
         verifier_key,
         admin_key_id: record.id.as_str().to_owned(),
         admin_key: secret,
+        vault_key_file,
     })
 }
 
@@ -161,5 +206,7 @@ pub fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<PathBuf> {
 
 /// Whether a data dir has been initialised.
 pub fn is_initialised(data_dir: &Path) -> bool {
-    DataDir::new(data_dir).exists() || data_dir.join(STATE_DB).exists()
+    DataDir::new(data_dir).exists()
+        || data_dir.join(STATE_DB).exists()
+        || files::sealed_path(data_dir).exists()
 }

@@ -16,6 +16,7 @@ pub mod request;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod vault;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now_ms() -> u64 {

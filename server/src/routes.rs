@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::state::Shared;
+use crate::vault::{api as vault_api, secrets};
 use crate::{admin, authorize};
 
 /// The largest request body accepted.
@@ -95,6 +96,28 @@ pub fn router(state: Shared, ledger: Router) -> Router {
         )
         .route("/v1/apikeys/{id}", delete(admin::revoke_api_key))
         .route("/v1/admin/policies/reload", post(admin::reload))
+        .route("/v1/secrets", get(secrets::list_secrets))
+        .route(
+            "/v1/secrets/{name}",
+            axum::routing::put(secrets::put_secret),
+        )
+        .route("/v1/secrets/{name}/reveal", post(secrets::reveal))
+        .route(
+            "/v1/secrets/{name}/versions/{version}",
+            delete(secrets::delete_version),
+        )
+        .route("/v1/vault/status", get(vault_api::status))
+        .route("/v1/vault/unseal", post(vault_api::unseal))
+        .route("/v1/vault/seal", post(vault_api::seal))
+        .route("/v1/vault/rotate", post(vault_api::rotate))
+        .route("/v1/vault/rewrap", post(vault_api::rewrap))
+        .route("/v1/vault/retire", post(vault_api::retire))
+        .route("/v1/vault/sealer", post(vault_api::set_sealer))
+        .route("/v1/vault/leases", get(vault_api::list_leases))
+        .route(
+            "/v1/vault/leases/{id}/revoke",
+            post(vault_api::revoke_lease),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -1,24 +1,28 @@
-//! `writ serve`: open the data dir, record that the kernel started and which policy
-//! set it loaded, then answer HTTP until SIGTERM or Ctrl-C; SIGHUP reloads policies.
+//! `writ serve`: open the data dir and unseal its vault, record that the kernel
+//! started and which policy set it loaded, then answer HTTP until SIGTERM or Ctrl-C;
+//! SIGHUP reloads policies. Without an unseal source it starts sealed (see `run`).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde_json::{json, Map};
+use arc_swap::ArcSwap;
+use serde_json::{json, Map, Value};
 use writ_ledger::datadir::DataDir;
-use writ_ledger::log::Retention;
+use writ_ledger::log::{Retention, SystemClock};
 use writ_ledger::store::SledStore;
 use writ_ledger::writer::{self, BatchConfig, Committer};
 use writ_ledger::EntryDraft;
 
 use crate::config::ServeConfig;
+use crate::error::ApiError;
 use crate::identity::{ApiKeyStore, Authenticator, JwksVerifier};
 use crate::kernel::{self, BOOTSTRAP_KEY_FILE};
 use crate::ledger_api::ledger_routes;
 use crate::metrics::Metrics;
 use crate::state::{AppState, RESERVED_TYPES};
+use crate::vault::{files, Vault};
 
 /// An opened kernel: the shared state, the whole router, and what must be closed.
 #[derive(Debug)]
@@ -46,28 +50,84 @@ impl Opened {
     }
 }
 
-/// Opens a data dir (initialising it first when it holds nothing), loads the policy
-/// set, and records `kernel.started` and `policy.loaded`.
-pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
-    if !kernel::is_initialised(&config.data_dir) {
-        let made = kernel::init(&config.data_dir)?;
-        let key_path = kernel::write_secret_file(
-            &config.data_dir.join(BOOTSTRAP_KEY_FILE),
-            made.admin_key.expose(),
-        )?;
-        tracing::warn!(
-            data_dir = %config.data_dir.display(),
-            admin_key_file = %key_path.display(),
-            verifier_key = %made.verifier_key,
-            "initialised a new data dir; the bootstrap operator key is in the file named here (mode 0600): move it somewhere safe"
-        );
+/// Initialises the data dir when it holds nothing (the embedded default).
+fn ensure_initialised(config: &ServeConfig) -> anyhow::Result<()> {
+    if kernel::is_initialised(&config.data_dir) {
+        return Ok(());
     }
+    let made = kernel::init(&config.data_dir)?;
+    let key_path = kernel::write_secret_file(
+        &config.data_dir.join(BOOTSTRAP_KEY_FILE),
+        made.admin_key.expose(),
+    )?;
+    tracing::warn!(
+        data_dir = %config.data_dir.display(),
+        admin_key_file = %key_path.display(),
+        verifier_key = %made.verifier_key,
+        "initialised a new data dir; the bootstrap operator key is in the file named here (mode 0600): move it somewhere safe"
+    );
+    tracing::warn!(
+        vault_key_file = %made.vault_key_file.display(),
+        "the vault is sealed by a key file kept beside it: fine for a sidecar on a laptop, not for production; \
+         switch to shares or a passphrase with `writ vault init --shares 5 --threshold 3`"
+    );
+    Ok(())
+}
 
-    let ledger_dir = DataDir::new(&config.data_dir);
-    let log = {
-        let dir = ledger_dir.clone();
-        tokio::task::spawn_blocking(move || dir.open_log(Retention::default())).await??
+/// The `vault.unsealed` entry of a start with an unseal source.
+fn unsealed_at_start(vault: &Vault, source: &files::UnsealSource) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert("sealer".into(), json!(vault.sealer_name()));
+    let by = match source {
+        files::UnsealSource::KeyFile(_) => "key_file",
+        files::UnsealSource::Passphrase(_) => "passphrase_env",
     };
+    fields.insert("by".into(), json!([format!("writ:{by}")]));
+    fields
+}
+
+/// Opens a data dir (initialising it first when it holds nothing) with its unseal
+/// source, loads the policy set, and records `kernel.started`, `vault.unsealed` and
+/// `policy.loaded`. A vault with no unseal source is refused here (`run` instead
+/// starts sealed and waits for an unseal through the API).
+pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
+    ensure_initialised(config)?;
+    let state_db = kernel::open_state_db(&config.data_dir)?;
+    let sealed = files::read_sealed(&config.data_dir)?;
+    let Some(source) = files::unseal_source(&config.data_dir, config.vault_key_file.as_deref())
+    else {
+        anyhow::bail!(
+            "the vault is sealed by {} and no unseal source is configured",
+            sealed.sealer().name()
+        );
+    };
+    let unsealed = files::unseal_with(&sealed, &source)?;
+    let vault = Arc::new(Vault::new(
+        &config.data_dir,
+        sealed,
+        Some(unsealed),
+        &state_db,
+    )?);
+    let fields = unsealed_at_start(&vault, &source);
+    open_unsealed(config, state_db, vault, fields).await
+}
+
+/// Opens everything but the vault, which is unsealed: the ledger (its signer is in
+/// the ring), the policy set and identity.
+async fn open_unsealed(
+    config: &ServeConfig,
+    state_db: sled::Db,
+    vault: Arc<Vault>,
+    unsealed: Map<String, Value>,
+) -> anyhow::Result<Opened> {
+    let ring = vault.ring().context("the vault is sealed")?;
+    let signer = files::ledger_signer(&ring)?;
+    drop(ring);
+    let ledger_dir = DataDir::new(&config.data_dir);
+    let log = tokio::task::spawn_blocking(move || {
+        ledger_dir.open_log_with_signer(signer, Retention::default(), Arc::new(SystemClock))
+    })
+    .await??;
     let verifier_key = log.verifier_key();
     let ledger_store = Arc::clone(log.store());
     let batch = BatchConfig {
@@ -76,7 +136,6 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
     };
     let (ledger, committer) = writer::spawn(log, batch)?;
 
-    let state_db = kernel::open_state_db(&config.data_dir)?;
     let engine = kernel::open_engine(&state_db, &config.policy_dir, &config.schema_dir)
         .with_context(|| {
             format!(
@@ -91,6 +150,35 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
             missing.join(", ")
         );
     }
+    let auth = authenticator(config, &state_db)?;
+    let state = Arc::new(AppState {
+        engine: Arc::new(engine),
+        ledger,
+        ledger_store: Arc::clone(&ledger_store),
+        auth,
+        metrics: Metrics::new(),
+        policy_dir: config.policy_dir.clone(),
+        schema_dir: config.schema_dir.clone(),
+        reserved_types: RESERVED_TYPES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<_>>(),
+        ledger_failed: AtomicBool::new(false),
+        vault,
+    });
+    record_start(&state, &verifier_key, unsealed).await?;
+    tracing::info!(verifier_key = %verifier_key, "ledger open");
+    let router =
+        crate::routes::router(Arc::clone(&state), ledger_routes(Arc::clone(&ledger_store)));
+    Ok(Opened {
+        state,
+        router,
+        committer,
+        state_db,
+    })
+}
+
+fn authenticator(config: &ServeConfig, state_db: &sled::Db) -> anyhow::Result<Authenticator> {
     let jwt = match &config.jwt {
         Some(section) => Some(JwksVerifier::from_file(
             &section.jwks_file,
@@ -103,50 +191,89 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
             .open_tree("apikeys")
             .context("cannot open the api key store")?,
     );
-    let state = Arc::new(AppState {
-        engine: Arc::new(engine),
-        ledger,
-        ledger_store: Arc::clone(&ledger_store),
-        auth: Authenticator::new(api_keys, jwt),
-        metrics: Metrics::new(),
-        policy_dir: config.policy_dir.clone(),
-        schema_dir: config.schema_dir.clone(),
-        reserved_types: RESERVED_TYPES
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect::<BTreeSet<_>>(),
-        ledger_failed: AtomicBool::new(false),
-    });
-    record_start(&state, &verifier_key).await?;
-    tracing::info!(verifier_key = %verifier_key, "ledger open");
-    let router =
-        crate::routes::router(Arc::clone(&state), ledger_routes(Arc::clone(&ledger_store)));
-    Ok(Opened {
-        state,
-        router,
-        committer,
-        state_db,
-    })
+    Ok(Authenticator::new(api_keys, jwt))
 }
 
 /// Runs the server until it is told to stop. `on_listening` gets the bound address
 /// (useful with port 0).
+///
+/// With no unseal source the server starts sealed: it listens at once, answers
+/// `/healthz`, `/readyz` (503), `/v1/vault/status` and `/v1/vault/unseal`, and 503
+/// `vault_sealed` to everything else; once the vault opens, the ledger (whose key is
+/// in the vault) and everything else open and the full API takes over.
 pub async fn run(
     config: ServeConfig,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
-    let opened = open(&config).await?;
+    ensure_initialised(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
-    tracing::info!(listen = %bound, "writ is serving");
-    on_listening(bound);
+    let state_db = kernel::open_state_db(&config.data_dir)?;
+    let sealed = files::read_sealed(&config.data_dir)?;
+    let source = files::unseal_source(&config.data_dir, config.vault_key_file.as_deref());
 
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let mut server_stop = stop_rx.clone();
+    let serve_stopped = async move {
+        let _ = server_stop.wait_for(|stop| *stop).await;
+    };
+
+    let opened = match source {
+        Some(source) => {
+            let unsealed = files::unseal_with(&sealed, &source)?;
+            let vault = Arc::new(Vault::new(
+                &config.data_dir,
+                sealed,
+                Some(unsealed),
+                &state_db,
+            )?);
+            let fields = unsealed_at_start(&vault, &source);
+            let opened = open_unsealed(&config, state_db, vault, fields).await?;
+            let current = Arc::new(ArcSwap::from_pointee(opened.router.clone()));
+            tracing::info!(listen = %bound, "writ is serving");
+            on_listening(bound);
+            let server = tokio::spawn(serve_switch(listener, Arc::clone(&current), serve_stopped));
+            Some((opened, server))
+        }
+        None => {
+            let vault = Arc::new(Vault::new(&config.data_dir, sealed, None, &state_db)?);
+            let unsealed = Arc::new(tokio::sync::Notify::new());
+            let sealed_state = Arc::new(SealedState {
+                vault: Arc::clone(&vault),
+                auth: authenticator(&config, &state_db)?,
+                unsealed: Arc::clone(&unsealed),
+            });
+            let current = Arc::new(ArcSwap::from_pointee(sealed_router(sealed_state)));
+            tracing::warn!(listen = %bound, sealer = vault.sealer_name(), "writ is serving SEALED: unseal the vault (`writ vault unseal`) to start deciding");
+            on_listening(bound);
+            let server = tokio::spawn(serve_switch(listener, Arc::clone(&current), serve_stopped));
+            tokio::select! {
+                () = unsealed.notified() => {}
+                _ = stop_rx.wait_for(|stop| *stop) => {
+                    server.await??;
+                    state_db.flush()?;
+                    tracing::info!("writ stopped (it was never unsealed)");
+                    return Ok(());
+                }
+            }
+            let fields = super::vault::api::unsealed_fields(&vault);
+            let opened = open_unsealed(&config, state_db, vault, fields).await?;
+            current.store(Arc::new(opened.router.clone()));
+            tracing::info!("the vault is unsealed: writ is deciding");
+            Some((opened, server))
+        }
+    };
+    let Some((opened, server)) = opened else {
+        return Ok(());
+    };
     let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&opened.state)));
-    axum::serve(listener, opened.router.clone())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    server.await??;
     reloader.abort();
     // Wait for the aborted task to drop its handle on the state.
     let _ = reloader.await;
@@ -156,8 +283,93 @@ pub async fn run(
     Ok(())
 }
 
+/// Serves whatever router `current` holds at the time of each request.
+async fn serve_switch(
+    listener: tokio::net::TcpListener,
+    current: Arc<ArcSwap<axum::Router>>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let switch = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let router = current.load_full();
+        async move {
+            use tower::ServiceExt as _;
+            match (*router).clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    });
+    axum::serve(listener, switch)
+        .with_graceful_shutdown(stopped)
+        .await?;
+    Ok(())
+}
+
+/// What the sealed-start server holds.
+#[derive(Debug)]
+struct SealedState {
+    vault: Arc<Vault>,
+    auth: Authenticator,
+    unsealed: Arc<tokio::sync::Notify>,
+}
+
+fn sealed_router(state: Arc<SealedState>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(sealed_ready))
+        .route("/v1/vault/status", get(sealed_status))
+        .route("/v1/vault/unseal", post(sealed_unseal))
+        .fallback(|| async { ApiError::from(writ_vault::VaultError::Sealed) })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::routes::MAX_BODY_BYTES,
+        ))
+        .with_state(state)
+}
+
+async fn sealed_ready() -> impl axum::response::IntoResponse {
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": "vault_sealed"})),
+    )
+}
+
+async fn sealed_status(
+    axum::extract::State(state): axum::extract::State<Arc<SealedState>>,
+) -> axum::Json<Value> {
+    axum::Json(state.vault.status())
+}
+
+async fn sealed_unseal(
+    axum::extract::State(state): axum::extract::State<Arc<SealedState>>,
+    headers: axum::http::HeaderMap,
+    body: crate::routes::JsonBody,
+) -> Result<axum::Json<Value>, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::from(crate::identity::IdentityError::MissingToken))?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::from(crate::identity::IdentityError::BadAuthorizationHeader))?;
+    let principal = state
+        .auth
+        .authenticate(crate::identity::parse_bearer(value)?)?;
+    let outcome = super::vault::api::unseal_step(&state.vault, &principal, body).await?;
+    if matches!(outcome, super::vault::api::UnsealOutcome::Unsealed) {
+        state.unsealed.notify_one();
+    }
+    Ok(axum::Json(outcome.to_json()))
+}
+
 /// `kernel.started` and `policy.loaded`: which kernel and which policy set answer.
-async fn record_start(state: &AppState, verifier_key: &str) -> anyhow::Result<()> {
+async fn record_start(
+    state: &AppState,
+    verifier_key: &str,
+    unsealed: Map<String, Value>,
+) -> anyhow::Result<()> {
     let snapshot = state.engine.snapshot();
     let policies = snapshot.policies();
     let mut started = Map::new();
@@ -168,7 +380,11 @@ async fn record_start(state: &AppState, verifier_key: &str) -> anyhow::Result<()
     loaded.insert("policies".into(), json!(policies.policy_count()));
     loaded.insert("policy_files".into(), json!(policies.policy_files()));
     loaded.insert("schema_files".into(), json!(policies.schema_files()));
-    for (kind, fields) in [("kernel.started", started), ("policy.loaded", loaded)] {
+    for (kind, fields) in [
+        ("kernel.started", started),
+        ("vault.unsealed", unsealed),
+        ("policy.loaded", loaded),
+    ] {
         state
             .record(&EntryDraft {
                 kind: kind.into(),

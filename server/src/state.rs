@@ -47,6 +47,7 @@ pub struct AppState {
     pub reserved_types: BTreeSet<String>,
     /// Set once an append failed: the log is poisoned and /readyz says so.
     pub ledger_failed: AtomicBool,
+    pub vault: Arc<crate::vault::Vault>,
 }
 
 /// What a handler gets from `State`.

@@ -1,0 +1,516 @@
+//! The operator's vault endpoints under `/v1/vault/`: status, unseal, seal, rotate,
+//! rewrap, retire, sealer, and the leases. Every change is an `admin.vault.manage`
+//! decision and a ledger entry recorded before the change takes effect.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use rand::rngs::OsRng;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use writ_ledger::EntryDraft;
+use writ_vault::seal::passphrase_sealer;
+use writ_vault::shares::shares_sealer;
+use writ_vault::{
+    rewrap_batch, Argon2Cost, KekVersion, Purpose, SecretId, SecretStore as _, VaultError,
+};
+use zeroize::Zeroizing;
+
+use crate::admin::authorize_admin;
+use crate::error::ApiError;
+use crate::identity::{Principal, PrincipalKind};
+use crate::request::refuse_identity_fields;
+use crate::routes::JsonBody;
+use crate::state::{AppState, Shared};
+use crate::vault::{ShareStep, Vault};
+
+/// Secret versions rewrapped per batch (one ring snapshot, one store scan).
+const REWRAP_BATCH: usize = 1000;
+/// The shortest passphrase a vault is sealed with.
+const MIN_PASSPHRASE_LEN: usize = 12;
+
+const MANAGE: &str = "admin.vault.manage";
+
+async fn record(
+    state: &AppState,
+    principal: &str,
+    kind: &str,
+    fields: Map<String, Value>,
+) -> Result<String, ApiError> {
+    let receipt = state
+        .record(&EntryDraft {
+            kind: kind.into(),
+            actor: principal.to_owned(),
+            workspace: "-".into(),
+            fields,
+        })
+        .await?;
+    Ok(receipt.index.0.to_string())
+}
+
+pub async fn status(State(state): State<Shared>) -> Json<Value> {
+    Json(state.vault.status())
+}
+
+/// The body of `POST /v1/vault/unseal`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsealBody {
+    #[serde(default)]
+    share: Option<Zeroizing<String>>,
+    #[serde(default)]
+    passphrase: Option<Zeroizing<String>>,
+}
+
+/// What one unseal call did.
+#[derive(Debug)]
+pub enum UnsealOutcome {
+    Pending { have: u8, need: u8 },
+    Unsealed,
+    AlreadyUnsealed,
+}
+
+impl UnsealOutcome {
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Pending { have, need } => {
+                json!({"sealed": true, "progress": format!("{have}/{need}"), "have": have, "need": need})
+            }
+            Self::Unsealed => json!({"sealed": false, "progress": "unsealed"}),
+            Self::AlreadyUnsealed => json!({"sealed": false, "progress": "already unsealed"}),
+        }
+    }
+}
+
+/// Unseal requires an operator: shares and passphrases are the authority, the key
+/// keeps strangers from resetting an unseal in progress with bogus shares.
+pub fn require_operator(principal: &Principal) -> Result<(), ApiError> {
+    if principal.kind() != PrincipalKind::Operator {
+        return Err(ApiError::forbidden("only an operator may unseal the vault"));
+    }
+    Ok(())
+}
+
+/// One unseal step, shared by the running server and the sealed-start server.
+pub async fn unseal_step(
+    vault: &Arc<Vault>,
+    principal: &Principal,
+    body: JsonBody,
+) -> Result<UnsealOutcome, ApiError> {
+    require_operator(principal)?;
+    refuse_identity_fields(&body.0)?;
+    let body: UnsealBody = serde_json::from_value(body.0).map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_body",
+            "the body is `{\"share\": S}` or `{\"passphrase\": P}`",
+        )
+    })?;
+    if !vault.is_sealed() {
+        return Ok(UnsealOutcome::AlreadyUnsealed);
+    }
+    match (body.share, body.passphrase) {
+        (Some(share), None) => match vault.add_share(&share, &principal.entity().to_string())? {
+            ShareStep::Pending { have, need } => Ok(UnsealOutcome::Pending { have, need }),
+            ShareStep::Unsealed => Ok(UnsealOutcome::Unsealed),
+        },
+        (None, Some(passphrase)) => {
+            let vault = Arc::clone(vault);
+            let giver = principal.entity().to_string();
+            tokio::task::spawn_blocking(move || {
+                vault.unseal_with_passphrase(passphrase.as_bytes(), &giver)
+            })
+            .await
+            .map_err(|error| ApiError::internal("unsealing", &error))??;
+            Ok(UnsealOutcome::Unsealed)
+        }
+        _ => Err(ApiError::unprocessable(
+            "invalid_body",
+            "give exactly one of `share` and `passphrase`",
+        )),
+    }
+}
+
+/// The entry of a completed unseal.
+pub fn unsealed_fields(vault: &Vault) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert("sealer".into(), json!(vault.sealer_name()));
+    fields.insert("by".into(), json!(vault.take_share_givers()));
+    fields
+}
+
+pub async fn unseal(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    let outcome = unseal_step(&state.vault, &principal, body).await?;
+    if matches!(outcome, UnsealOutcome::Unsealed) {
+        let fields = unsealed_fields(&state.vault);
+        record(
+            &state,
+            &principal.entity().to_string(),
+            "vault.unsealed",
+            fields,
+        )
+        .await?;
+    }
+    Ok(Json(outcome.to_json()))
+}
+
+pub async fn seal(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    authorize_admin(&state, &principal, MANAGE, None).await?;
+    let _change = state.vault.change_lock.lock().await;
+    record(
+        &state,
+        &principal.entity().to_string(),
+        "vault.sealed",
+        Map::new(),
+    )
+    .await?;
+    state.vault.seal();
+    tracing::warn!("the vault is sealed: every vault key was dropped from memory");
+    Ok(Json(json!({"sealed": true})))
+}
+
+pub async fn rotate(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    authorize_admin(&state, &principal, MANAGE, None).await?;
+    let _change = state.vault.change_lock.lock().await;
+    let prepared = state
+        .vault
+        .prepare(|ring| ring.rotate(&mut OsRng, crate::unix_now_ms()).map(|_| ()))?;
+    let version = prepared.ring().primary_version();
+    let mut fields = Map::new();
+    fields.insert("kek_version".into(), json!(version.get()));
+    fields.insert(
+        "ring_id".into(),
+        json!(prepared.sealed().ring_id().to_string()),
+    );
+    let entry = record(
+        &state,
+        &principal.entity().to_string(),
+        "vault.kek.rotated",
+        fields,
+    )
+    .await?;
+    state
+        .vault
+        .commit(prepared)
+        .map_err(|error| ApiError::internal("writing the key ring", &error))?;
+    Ok(Json(
+        json!({"primary_kek_version": version.get(), "entry_id": entry}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireBody {
+    min_version: u32,
+}
+
+pub async fn retire(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    let body: RetireBody = serde_json::from_value(body.0).map_err(|_| {
+        ApiError::unprocessable("invalid_body", "the body is `{\"min_version\": N}`")
+    })?;
+    let min = KekVersion::new(body.min_version)
+        .ok_or_else(|| ApiError::unprocessable("invalid_body", "`min_version` is at least 1"))?;
+    authorize_admin(&state, &principal, MANAGE, None).await?;
+    let _change = state.vault.change_lock.lock().await;
+    let vault = Arc::clone(&state.vault);
+    let usage = tokio::task::spawn_blocking(move || vault.secrets.wrapped_by_version())
+        .await
+        .map_err(|error| ApiError::internal("counting wrapped keys", &error))??;
+    let mut retired = Vec::new();
+    let prepared = state.vault.prepare(|ring| {
+        retired = ring.retire_below(min, &usage)?;
+        Ok(())
+    })?;
+    let mut fields = Map::new();
+    fields.insert("min_decrypt_version".into(), json!(min.get()));
+    fields.insert(
+        "retired".into(),
+        json!(retired.iter().map(|v| v.get()).collect::<Vec<_>>()),
+    );
+    let entry = record(
+        &state,
+        &principal.entity().to_string(),
+        "vault.kek.retired",
+        fields,
+    )
+    .await?;
+    state
+        .vault
+        .commit(prepared)
+        .map_err(|error| ApiError::internal("writing the key ring", &error))?;
+    Ok(Json(json!({
+        "min_decrypt_version": min.get(),
+        "retired": retired.iter().map(|v| v.get()).collect::<Vec<_>>(),
+        "entry_id": entry,
+    })))
+}
+
+pub async fn rewrap(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let principal = state.principal(&headers)?;
+    authorize_admin(&state, &principal, MANAGE, None).await?;
+    let Some(ring) = state.vault.ring() else {
+        return Err(ApiError::from(VaultError::Sealed));
+    };
+    let target = ring.primary_version();
+    {
+        let mut status = state
+            .vault
+            .rewrap
+            .lock()
+            .map_err(|_| ApiError::internal("the rewrap status", &"poisoned"))?;
+        if status.running {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "rewrap_running",
+                "a rewrap is already running",
+            ));
+        }
+        *status = super::RewrapStatus {
+            running: true,
+            target_kek: Some(target.get()),
+            started_unix_ms: Some(crate::unix_now_ms()),
+            ..Default::default()
+        };
+    }
+    let actor = principal.entity().to_string();
+    let mut fields = Map::new();
+    fields.insert("target_kek_version".into(), json!(target.get()));
+    if let Err(error) = record(&state, &actor, "vault.rewrap.started", fields).await {
+        if let Ok(mut status) = state.vault.rewrap.lock() {
+            status.running = false;
+        }
+        return Err(error);
+    }
+    tokio::spawn(run_rewrap(Arc::clone(&state), actor));
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"rewrap": "started", "target_kek_version": target.get()})),
+    ))
+}
+
+/// Rewraps every live version, a batch at a time, each batch under the ring of
+/// that moment; reads and writes go on meanwhile. Records the result at the end.
+async fn run_rewrap(state: Shared, actor: String) {
+    let mut after: Option<SecretId> = None;
+    loop {
+        let vault = Arc::clone(&state.vault);
+        let cursor = after.clone();
+        let batch = tokio::task::spawn_blocking(move || {
+            let ring = vault.ring().ok_or(VaultError::Sealed)?;
+            rewrap_batch(
+                &vault.secrets,
+                &ring,
+                &Purpose::secret_value(),
+                cursor.as_ref(),
+                REWRAP_BATCH,
+                &mut OsRng,
+            )
+        })
+        .await;
+        let batch = match batch {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "rewrap stopped");
+                break;
+            }
+            Err(error) => {
+                tracing::error!(%error, "rewrap task failed");
+                break;
+            }
+        };
+        if let Ok(mut status) = state.vault.rewrap.lock() {
+            status.scanned += batch.scanned as u64;
+            status.rewrapped += batch.rewrapped as u64;
+            status.raced += batch.raced as u64;
+            for (id, error) in &batch.failed {
+                tracing::error!(secret = %id.name, version = id.version.get(), %error, "rewrap: a secret does not open");
+                status
+                    .failed
+                    .push(format!("{}/{}#{}", id.workspace, id.name, id.version));
+            }
+        }
+        match batch.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let _ = state.vault.secrets.flush();
+    let summary = match state.vault.rewrap.lock() {
+        Ok(mut status) => {
+            status.running = false;
+            status.finished_unix_ms = Some(crate::unix_now_ms());
+            status.clone()
+        }
+        Err(_) => return,
+    };
+    let mut fields = Map::new();
+    fields.insert("target_kek_version".into(), json!(summary.target_kek));
+    fields.insert("scanned".into(), json!(summary.scanned));
+    fields.insert("rewrapped".into(), json!(summary.rewrapped));
+    fields.insert("failed".into(), json!(summary.failed));
+    if let Err(error) = record(&state, &actor, "vault.rewrap.finished", fields).await {
+        tracing::error!(code = error.code, "cannot record the end of a rewrap");
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealerBody {
+    #[serde(default)]
+    shares: Option<u8>,
+    #[serde(default)]
+    threshold: Option<u8>,
+    #[serde(default)]
+    passphrase: Option<Zeroizing<String>>,
+}
+
+/// Seals the ring anew under Shamir shares or a passphrase; the shares are in this
+/// answer and nowhere else. The key file of the embedded default is removed.
+pub async fn set_sealer(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    refuse_identity_fields(&body.0)?;
+    let body: SealerBody = serde_json::from_value(body.0).map_err(|_| {
+        ApiError::unprocessable(
+            "invalid_body",
+            "the body is `{\"shares\": N, \"threshold\": T}` or `{\"passphrase\": P}`",
+        )
+    })?;
+    authorize_admin(&state, &principal, MANAGE, None).await?;
+    let Some(ring) = state.vault.ring() else {
+        return Err(ApiError::from(VaultError::Sealed));
+    };
+    let (sealer, root, shares) = match (body.shares, body.threshold, body.passphrase) {
+        (Some(shares), Some(threshold), None) => {
+            let (sealer, root, texts) = shares_sealer(ring.id(), threshold, shares, &mut OsRng)?;
+            (sealer, root, Some(texts))
+        }
+        (None, None, Some(passphrase)) => {
+            if passphrase.chars().count() < MIN_PASSPHRASE_LEN {
+                return Err(ApiError::unprocessable(
+                    "weak_passphrase",
+                    format!("a passphrase has at least {MIN_PASSPHRASE_LEN} characters"),
+                ));
+            }
+            let (sealer, root) = tokio::task::spawn_blocking(move || {
+                passphrase_sealer(passphrase.as_bytes(), Argon2Cost::RECOMMENDED, &mut OsRng)
+            })
+            .await
+            .map_err(|error| ApiError::internal("deriving the key", &error))??;
+            (sealer, root, None)
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "give `shares` and `threshold`, or `passphrase`",
+            ))
+        }
+    };
+    let _change = state.vault.change_lock.lock().await;
+    let name = sealer.name();
+    let prepared = state.vault.prepare_sealer(sealer, root)?;
+    let mut fields = Map::new();
+    fields.insert("sealer".into(), json!(name));
+    fields.insert("shares".into(), json!(body.shares));
+    fields.insert("threshold".into(), json!(body.threshold));
+    let entry = record(
+        &state,
+        &principal.entity().to_string(),
+        "vault.sealer.changed",
+        fields,
+    )
+    .await?;
+    state
+        .vault
+        .commit(prepared)
+        .map_err(|error| ApiError::internal("writing the key ring", &error))?;
+    let mut answer = json!({"sealer": name, "entry_id": entry});
+    if let (Some(texts), Some(object)) = (shares, answer.as_object_mut()) {
+        object.insert(
+            "shares".into(),
+            json!(texts.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
+        );
+    }
+    Ok(Json(answer))
+}
+
+pub async fn list_leases(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    authorize_admin(&state, &principal, MANAGE, None).await?;
+    let leases = state
+        .vault
+        .leases
+        .live(crate::unix_now_ms(), None)
+        .map_err(|error| ApiError::internal("reading the leases", &error))?;
+    Ok(Json(json!({"leases": leases})))
+}
+
+pub async fn revoke_lease(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    authorize_admin(&state, &principal, MANAGE, None).await?;
+    let now = crate::unix_now_ms();
+    let lease = state
+        .vault
+        .leases
+        .get(&id)
+        .map_err(|error| ApiError::internal("reading the lease", &error))?
+        .filter(|lease| lease.is_live(now))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no live lease `{}`",
+                id.chars().take(64).collect::<String>()
+            ))
+        })?;
+    let mut fields = Map::new();
+    fields.insert("lease".into(), json!(lease.id));
+    fields.insert("secret".into(), json!(lease.secret));
+    fields.insert("version".into(), json!(lease.version));
+    fields.insert("lease_workspace".into(), json!(lease.workspace));
+    let entry = record(
+        &state,
+        &principal.entity().to_string(),
+        "lease.revoked",
+        fields,
+    )
+    .await?;
+    state
+        .vault
+        .leases
+        .revoke(&lease.id, now)
+        .map_err(|error| ApiError::internal("revoking the lease", &error))?;
+    Ok(Json(
+        json!({"lease": lease.id, "revoked": true, "entry_id": entry}),
+    ))
+}
