@@ -162,7 +162,8 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
         }
         LedgerCommand::Export { data, out } => {
             let dir = DataDir::new(&data);
-            let log = if dir.key_path().exists() || !dir.exists() {
+            let server_dir = writ_server::vault::files::sealed_path(&data).exists();
+            let log = if !server_dir {
                 dir.open_log(Retention::default())?
             } else {
                 // A server's data dir: the signing key is sealed in its vault.

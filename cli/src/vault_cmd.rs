@@ -46,8 +46,11 @@ pub(crate) enum VaultCommand {
         #[arg(long)]
         share_file: Option<PathBuf>,
         /// Standard input holds the passphrase, not a share.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "key_file")]
         passphrase: bool,
+        /// Unseal with the server's own key file (a key-file vault after `seal`).
+        #[arg(long, conflicts_with = "share_file")]
+        key_file: bool,
         #[command(flatten)]
         connection: Connection,
     },
@@ -198,9 +201,12 @@ pub(crate) fn vault(command: VaultCommand) -> anyhow::Result<ExitCode> {
         VaultCommand::Unseal {
             share_file,
             passphrase,
+            key_file,
             connection,
         } => {
-            let body = if passphrase {
+            let body = if key_file {
+                json!({"key_file": true})
+            } else if passphrase {
                 json!({"passphrase": read_line(None, "passphrase")?.as_str()})
             } else {
                 json!({"share": read_line(share_file.as_ref(), "share")?.as_str()})

@@ -68,27 +68,9 @@ impl DataDir {
     /// which `open_log` refuses by name, never a key that could start a second log.
     /// Returns the new log's verifier key string.
     pub fn init(&self, origin: &str) -> Result<String, LedgerError> {
-        if self.exists() {
-            return Err(LedgerError::io(
-                &self.root,
-                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already holds a ledger"),
-            ));
-        }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.root)
-            .map_err(|error| LedgerError::io(&self.root, error))?;
         let signer = LogSigner::generate(origin)?;
         let text = signer.to_signer_key_string();
-        let verifier_key = signer.verifier_key();
-        let store = Arc::new(self.store()?);
-        drop(Log::create(
-            store,
-            signer,
-            Arc::new(SystemClock),
-            Retention::default(),
-        )?);
+        let verifier_key = self.create_store(signer)?;
         let path = self.key_path();
         let staging = self.root.join(format!(".{KEY_FILE}.new"));
         let mut file = fs::OpenOptions::new()
@@ -105,11 +87,9 @@ impl DataDir {
         Ok(verifier_key)
     }
 
-    /// Creates the directory (mode 0700) and a database stamped with `signer`'s key,
-    /// writing no key file: the caller keeps the signing key (sealed in a vault) and
-    /// gets the verifier key string, also written to `ledger.pub`. Refuses a dir that
-    /// already holds a ledger.
-    pub fn create_with_signer(&self, signer: LogSigner) -> Result<String, LedgerError> {
+    /// Creates the directory (mode 0700) and the database stamped with `signer`'s
+    /// key; refuses a dir that already holds a ledger. Returns the verifier key.
+    fn create_store(&self, signer: LogSigner) -> Result<String, LedgerError> {
         if self.exists() {
             return Err(LedgerError::io(
                 &self.root,
@@ -129,6 +109,15 @@ impl DataDir {
             Arc::new(SystemClock),
             Retention::default(),
         )?);
+        Ok(verifier_key)
+    }
+
+    /// Creates the directory (mode 0700) and a database stamped with `signer`'s key,
+    /// writing no key file: the caller keeps the signing key (sealed in a vault) and
+    /// gets the verifier key string, also written to `ledger.pub`. Refuses a dir that
+    /// already holds a ledger.
+    pub fn create_with_signer(&self, signer: LogSigner) -> Result<String, LedgerError> {
+        let verifier_key = self.create_store(signer)?;
         let path = self.root.join(PUBLIC_KEY_FILE);
         fs::write(&path, format!("{verifier_key}\n"))
             .map_err(|error| LedgerError::io(&path, error))?;

@@ -74,6 +74,26 @@ fn ensure_initialised(config: &ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The vault opened with its unseal source at start, and the fields of its
+/// `vault.unsealed` entry.
+fn unseal_at_start(
+    config: &ServeConfig,
+    sealed: writ_vault::SealedRing,
+    source: &files::UnsealSource,
+    state_db: &sled::Db,
+) -> anyhow::Result<(Arc<Vault>, Map<String, Value>)> {
+    let unsealed = files::unseal_with(&sealed, source)?;
+    let vault = Arc::new(Vault::new(
+        &config.data_dir,
+        config.vault_key_file.as_deref(),
+        sealed,
+        Some(unsealed),
+        state_db,
+    )?);
+    let fields = unsealed_at_start(&vault, source);
+    Ok((vault, fields))
+}
+
 /// The `vault.unsealed` entry of a start with an unseal source.
 fn unsealed_at_start(vault: &Vault, source: &files::UnsealSource) -> Map<String, Value> {
     let mut fields = Map::new();
@@ -101,14 +121,7 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
             sealed.sealer().name()
         );
     };
-    let unsealed = files::unseal_with(&sealed, &source)?;
-    let vault = Arc::new(Vault::new(
-        &config.data_dir,
-        sealed,
-        Some(unsealed),
-        &state_db,
-    )?);
-    let fields = unsealed_at_start(&vault, &source);
+    let (vault, fields) = unseal_at_start(config, sealed, &source, &state_db)?;
     open_unsealed(config, state_db, vault, fields).await
 }
 
@@ -226,14 +239,7 @@ pub async fn run(
 
     let opened = match source {
         Some(source) => {
-            let unsealed = files::unseal_with(&sealed, &source)?;
-            let vault = Arc::new(Vault::new(
-                &config.data_dir,
-                sealed,
-                Some(unsealed),
-                &state_db,
-            )?);
-            let fields = unsealed_at_start(&vault, &source);
+            let (vault, fields) = unseal_at_start(&config, sealed, &source, &state_db)?;
             let opened = open_unsealed(&config, state_db, vault, fields).await?;
             let current = Arc::new(ArcSwap::from_pointee(opened.router.clone()));
             tracing::info!(listen = %bound, "writ is serving");
@@ -242,12 +248,20 @@ pub async fn run(
             Some((opened, server))
         }
         None => {
-            let vault = Arc::new(Vault::new(&config.data_dir, sealed, None, &state_db)?);
+            let vault = Arc::new(Vault::new(
+                &config.data_dir,
+                config.vault_key_file.as_deref(),
+                sealed,
+                None,
+                &state_db,
+            )?);
             let unsealed = Arc::new(tokio::sync::Notify::new());
+            let (opened_tx, opened_rx) = tokio::sync::watch::channel(Opening::Waiting);
             let sealed_state = Arc::new(SealedState {
                 vault: Arc::clone(&vault),
                 auth: authenticator(&config, &state_db)?,
                 unsealed: Arc::clone(&unsealed),
+                opened: opened_rx,
             });
             let current = Arc::new(ArcSwap::from_pointee(sealed_router(sealed_state)));
             tracing::warn!(listen = %bound, sealer = vault.sealer_name(), "writ is serving SEALED: unseal the vault (`writ vault unseal`) to start deciding");
@@ -263,8 +277,15 @@ pub async fn run(
                 }
             }
             let fields = super::vault::api::unsealed_fields(&vault);
-            let opened = open_unsealed(&config, state_db, vault, fields).await?;
+            let opened = match open_unsealed(&config, state_db, vault, fields).await {
+                Ok(opened) => opened,
+                Err(error) => {
+                    let _ = opened_tx.send(Opening::Failed);
+                    return Err(error);
+                }
+            };
             current.store(Arc::new(opened.router.clone()));
+            let _ = opened_tx.send(Opening::Open);
             tracing::info!("the vault is unsealed: writ is deciding");
             Some((opened, server))
         }
@@ -305,12 +326,21 @@ async fn serve_switch(
     Ok(())
 }
 
+/// Where the kernel stands after the unseal of a sealed start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    Waiting,
+    Open,
+    Failed,
+}
+
 /// What the sealed-start server holds.
 #[derive(Debug)]
 struct SealedState {
     vault: Arc<Vault>,
     auth: Authenticator,
     unsealed: Arc<tokio::sync::Notify>,
+    opened: tokio::sync::watch::Receiver<Opening>,
 }
 
 fn sealed_router(state: Arc<SealedState>) -> axum::Router {
@@ -348,18 +378,24 @@ async fn sealed_unseal(
     headers: axum::http::HeaderMap,
     body: crate::routes::JsonBody,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::from(crate::identity::IdentityError::MissingToken))?;
-    let value = header
-        .to_str()
-        .map_err(|_| ApiError::from(crate::identity::IdentityError::BadAuthorizationHeader))?;
-    let principal = state
-        .auth
-        .authenticate(crate::identity::parse_bearer(value)?)?;
+    let principal = crate::state::bearer_principal(&state.auth, &headers)??;
     let outcome = super::vault::api::unseal_step(&state.vault, &principal, body).await?;
     if matches!(outcome, super::vault::api::UnsealOutcome::Unsealed) {
         state.unsealed.notify_one();
+        // Answer once the ledger and the full API are open, so that the caller's
+        // next request is decided rather than refused as sealed.
+        let mut opened = state.opened.clone();
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            opened.wait_for(|opening| *opening != Opening::Waiting),
+        )
+        .await;
+        if !matches!(waited, Ok(Ok(ref opening)) if **opening == Opening::Open) {
+            return Err(ApiError::internal(
+                "opening the kernel after the unseal",
+                &"the server log says why",
+            ));
+        }
     }
     Ok(axum::Json(outcome.to_json()))
 }

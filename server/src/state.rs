@@ -56,14 +56,7 @@ pub type Shared = Arc<AppState>;
 impl AppState {
     /// Verifies the bearer token of a request.
     pub fn principal(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::from(crate::identity::IdentityError::MissingToken))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::from(crate::identity::IdentityError::BadAuthorizationHeader))?;
-        let token = parse_bearer(value)?;
-        let principal = self.auth.authenticate(token);
+        let principal = bearer_principal(&self.auth, headers)?;
         if let Err(error) = &principal {
             self.metrics.auth_failure(error.code());
             tracing::info!(code = error.code(), "authentication refused");
@@ -102,6 +95,21 @@ impl AppState {
             }
         }
     }
+}
+
+/// The principal of a request's bearer token: `Err` for a missing or malformed
+/// header (as an `ApiError`), `Ok(Err)` for a token that does not verify.
+pub fn bearer_principal(
+    auth: &Authenticator,
+    headers: &HeaderMap,
+) -> Result<Result<Principal, crate::identity::IdentityError>, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::from(crate::identity::IdentityError::MissingToken))?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::from(crate::identity::IdentityError::BadAuthorizationHeader))?;
+    Ok(auth.authenticate(parse_bearer(value)?))
 }
 
 /// The Cedar UID of a verified principal.

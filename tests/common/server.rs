@@ -29,7 +29,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Environment variables `writ serve` reads; removed so the caller's shell cannot
 /// change what a test runs.
-const WRIT_ENV: [&str; 8] = [
+const WRIT_ENV: [&str; 10] = [
+    "WRIT_VAULT_PASSPHRASE",
+    "WRIT_VAULT_KEY_FILE",
     "WRIT_DATA",
     "WRIT_LISTEN",
     "WRIT_CONFIG",
@@ -74,9 +76,17 @@ impl Server {
     /// Starts `command` (which must end up running `writ serve`, for instance
     /// through `sh -c '... exec writ serve ...'`) and waits until it prints the
     /// address it listens on.
-    pub(crate) fn spawn(mut command: Command) -> Self {
+    pub(crate) fn spawn(command: Command) -> Self {
+        Self::spawn_with_env(command, &[])
+    }
+
+    /// `spawn`, with these of writ's environment variables set (all others removed).
+    pub(crate) fn spawn_with_env(mut command: Command, env: &[(&str, &str)]) -> Self {
         for name in WRIT_ENV {
             command.env_remove(name);
+        }
+        for (name, value) in env {
+            command.env(name, value);
         }
         let mut child = command
             .stdin(Stdio::null())

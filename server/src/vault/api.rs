@@ -50,6 +50,23 @@ async fn record(
     Ok(receipt.index.0.to_string())
 }
 
+/// Records a prepared ring change, then puts it into effect (file, then memory).
+/// Called under `change_lock`.
+async fn record_and_commit(
+    state: &AppState,
+    principal: &Principal,
+    kind: &str,
+    fields: Map<String, Value>,
+    prepared: super::PreparedChange,
+) -> Result<String, ApiError> {
+    let entry = record(state, &principal.entity().to_string(), kind, fields).await?;
+    state
+        .vault
+        .commit(prepared)
+        .map_err(|error| ApiError::internal("writing the key ring", &error))?;
+    Ok(entry)
+}
+
 pub async fn status(State(state): State<Shared>) -> Json<Value> {
     Json(state.vault.status())
 }
@@ -62,6 +79,9 @@ pub struct UnsealBody {
     share: Option<Zeroizing<String>>,
     #[serde(default)]
     passphrase: Option<Zeroizing<String>>,
+    /// Unseal with the server's own key file (a key-file vault after a seal).
+    #[serde(default)]
+    key_file: bool,
 }
 
 /// What one unseal call did.
@@ -110,12 +130,26 @@ pub async fn unseal_step(
     if !vault.is_sealed() {
         return Ok(UnsealOutcome::AlreadyUnsealed);
     }
-    match (body.share, body.passphrase) {
-        (Some(share), None) => match vault.add_share(&share, &principal.entity().to_string())? {
-            ShareStep::Pending { have, need } => Ok(UnsealOutcome::Pending { have, need }),
-            ShareStep::Unsealed => Ok(UnsealOutcome::Unsealed),
-        },
-        (None, Some(passphrase)) => {
+    match (body.share, body.passphrase, body.key_file) {
+        (None, None, true) => {
+            let vault = Arc::clone(vault);
+            let giver = principal.entity().to_string();
+            tokio::task::spawn_blocking(move || vault.unseal_with_key_file(&giver))
+                .await
+                .map_err(|error| ApiError::internal("unsealing", &error))?
+                .map_err(|error| {
+                    tracing::warn!(error = %format!("{error:#}"), "unseal with the key file failed");
+                    ApiError::unprocessable("unseal_failed", "the server's key file does not unseal the vault")
+                })?;
+            Ok(UnsealOutcome::Unsealed)
+        }
+        (Some(share), None, false) => {
+            match vault.add_share(&share, &principal.entity().to_string())? {
+                ShareStep::Pending { have, need } => Ok(UnsealOutcome::Pending { have, need }),
+                ShareStep::Unsealed => Ok(UnsealOutcome::Unsealed),
+            }
+        }
+        (None, Some(passphrase), false) => {
             let vault = Arc::clone(vault);
             let giver = principal.entity().to_string();
             tokio::task::spawn_blocking(move || {
@@ -196,17 +230,8 @@ pub async fn rotate(
         "ring_id".into(),
         json!(prepared.sealed().ring_id().to_string()),
     );
-    let entry = record(
-        &state,
-        &principal.entity().to_string(),
-        "vault.kek.rotated",
-        fields,
-    )
-    .await?;
-    state
-        .vault
-        .commit(prepared)
-        .map_err(|error| ApiError::internal("writing the key ring", &error))?;
+    let entry =
+        record_and_commit(&state, &principal, "vault.kek.rotated", fields, prepared).await?;
     Ok(Json(
         json!({"primary_kek_version": version.get(), "entry_id": entry}),
     ))
@@ -246,17 +271,8 @@ pub async fn retire(
         "retired".into(),
         json!(retired.iter().map(|v| v.get()).collect::<Vec<_>>()),
     );
-    let entry = record(
-        &state,
-        &principal.entity().to_string(),
-        "vault.kek.retired",
-        fields,
-    )
-    .await?;
-    state
-        .vault
-        .commit(prepared)
-        .map_err(|error| ApiError::internal("writing the key ring", &error))?;
+    let entry =
+        record_and_commit(&state, &principal, "vault.kek.retired", fields, prepared).await?;
     Ok(Json(json!({
         "min_decrypt_version": min.get(),
         "retired": retired.iter().map(|v| v.get()).collect::<Vec<_>>(),
@@ -438,17 +454,8 @@ pub async fn set_sealer(
     fields.insert("sealer".into(), json!(name));
     fields.insert("shares".into(), json!(body.shares));
     fields.insert("threshold".into(), json!(body.threshold));
-    let entry = record(
-        &state,
-        &principal.entity().to_string(),
-        "vault.sealer.changed",
-        fields,
-    )
-    .await?;
-    state
-        .vault
-        .commit(prepared)
-        .map_err(|error| ApiError::internal("writing the key ring", &error))?;
+    let entry =
+        record_and_commit(&state, &principal, "vault.sealer.changed", fields, prepared).await?;
     let mut answer = json!({"sealer": name, "entry_id": entry});
     if let (Some(texts), Some(object)) = (shares, answer.as_object_mut()) {
         object.insert(

@@ -59,6 +59,9 @@ struct Inner {
 #[derive(Debug)]
 pub struct Vault {
     data_dir: PathBuf,
+    /// The key file an operator may ask the server to unseal with again after a
+    /// seal (the configured one, else the data dir's `vault.key`).
+    key_file: PathBuf,
     ring: ArcSwapOption<KeyRing>,
     inner: Mutex<Inner>,
     /// Held across prepare, record and commit of every ring change.
@@ -92,6 +95,7 @@ impl Vault {
     /// The vault of a data dir: `unsealed` is the ring opened at start, if any.
     pub fn new(
         data_dir: &Path,
+        key_file: Option<&Path>,
         sealed: SealedRing,
         unsealed: Option<(KeyRing, Key)>,
         state_db: &sled::Db,
@@ -102,6 +106,7 @@ impl Vault {
         };
         Ok(Self {
             data_dir: data_dir.to_path_buf(),
+            key_file: key_file.map_or_else(|| files::key_file_path(data_dir), Path::to_path_buf),
             ring: ArcSwapOption::new(ring),
             inner: Mutex::new(Inner {
                 sealed,
@@ -222,12 +227,26 @@ impl Vault {
     pub fn unseal_with_passphrase(&self, passphrase: &[u8], giver: &str) -> Result<(), VaultError> {
         let sealed = self.inner().sealed.clone();
         let (ring, root) = sealed.open_with_passphrase(passphrase)?;
+        self.install(ring, root, giver);
+        Ok(())
+    }
+
+    /// Opens the ring with the server's key file again (after a seal).
+    pub fn unseal_with_key_file(&self, giver: &str) -> anyhow::Result<()> {
+        let sealed = self.inner().sealed.clone();
+        let source = files::UnsealSource::KeyFile(self.key_file.clone());
+        let (ring, root) = files::unseal_with(&sealed, &source)?;
+        self.install(ring, root, giver);
+        Ok(())
+    }
+
+    /// Puts an opened ring in place; `giver` opened it.
+    fn install(&self, ring: KeyRing, root: Key, giver: &str) {
         let mut inner = self.inner();
         inner.root = Some(root);
         inner.shares = None;
         inner.share_givers = vec![giver.to_owned()];
         self.ring.store(Some(Arc::new(ring)));
-        Ok(())
     }
 
     /// Drops every vault key from memory at once: the ring, its root key, and any

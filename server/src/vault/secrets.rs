@@ -1,7 +1,8 @@
 //! `PUT /v1/secrets/{name}`, `GET /v1/secrets`, `DELETE /v1/secrets/{name}/versions/{v}`
 //! and `POST /v1/secrets/{name}/reveal`.
 //!
-//! The workspace is always the caller's verified one. Each call is a Cedar decision
+//! The workspace is always the caller's verified one. While the vault is sealed
+//! every one of them answers 503 `vault_sealed`, before any decision. Each call is a Cedar decision
 //! on a kernel-built `Secret` entity (`Secret::"WORKSPACE/NAME"`), recorded before
 //! anything changes; a reveal's entry (version, lease) is durable before the
 //! value is sent. No value ever reaches a log line, an error or the ledger.
@@ -215,6 +216,7 @@ pub async fn list_secrets(
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
     let workspace = caller_workspace(&principal)?;
+    require_unsealed(&state)?;
     let (decision, draft) = decide(&state, &principal, "secret.list", &workspace, None)?;
     record(&state, &draft).await?;
     if !decision.allow {
@@ -249,6 +251,7 @@ pub async fn delete_version(
     let workspace = caller_workspace(&principal)?;
     let name = secret_name(&name)?;
     let version = parse_version(&version)?;
+    require_unsealed(&state)?;
     let (decision, mut draft) =
         decide(&state, &principal, "secret.delete", &workspace, Some(&name))?;
     draft.fields.insert("version".into(), json!(version.get()));
