@@ -213,6 +213,30 @@ fn a_secret_round_trips_and_leaks_nowhere() {
             .expect_status(201)
             .text,
     );
+    for bad in ["0", "01", "+1", "-1", "4294967296", "x"] {
+        kernel
+            .client
+            .delete(&format!("/v1/secrets/prod%2Fdb/versions/{bad}"), Some(&bob))
+            .expect_error(422, "bad_version");
+    }
+    bodies.push(
+        reveal(&kernel, &runner, "prod/db", &json!({"version": 0}))
+            .expect_error(422, "bad_version")
+            .text,
+    );
+
+    // A workspace admin cannot plant the entity the vault builds for a secret (it
+    // would shadow it and block every call on it).
+    let planted = json!({
+        "uid": {"type": "Secret", "id": "acme/prod/db"},
+        "attrs": {"workspace": {"__entity": {"type": "Workspace", "id": "acme"}}},
+        "parents": [],
+    });
+    kernel
+        .client
+        .send("PUT", "/v1/entities", Some(&bob), &planted)
+        .expect_error(403, "forbidden");
+    reveal(&kernel, &runner, "prod/db", &json!({})).expect_status(200);
 
     // Leases: listed for the operator, revoked with a record.
     let leases = kernel
@@ -448,6 +472,16 @@ fn rotation_rewrap_and_retirement_over_the_api() {
             && status.json["rewrap"]["finished_unix_ms"].is_number()
         {
             assert_eq!(status.json["rewrap"]["rewrapped"], 20, "{}", status.text);
+            assert_eq!(
+                status.json["rewrap"]["failed"], 0,
+                "a count, never names: {}",
+                status.text
+            );
+            assert_eq!(
+                status.json["rewrap"]["stopped_early"], false,
+                "{}",
+                status.text
+            );
             break;
         }
         assert!(
@@ -464,7 +498,7 @@ fn rotation_rewrap_and_retirement_over_the_api() {
     kernel
         .client
         .post("/v1/vault/retire", admin, &json!({"min_version": 3}))
-        .expect_error(409, "kek_in_use");
+        .expect_error(409, "bad_retirement");
     for i in [0, 7, 19] {
         let answer = reveal(&kernel, &runner, &format!("s{i}"), &json!({})).expect_status(200);
         assert_eq!(answer.str("value"), format!("value {i}"));

@@ -19,8 +19,19 @@ use crate::identity::{IdentityError, Principal, PrincipalEntity, PrincipalKind, 
 use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
 
 /// Entity types only operators may write: who is an operator, what the roles are, the
-/// kernel's switches. Host and File are built per request and never stored.
-const OPERATOR_ONLY_TYPES: [&str; 6] = ["Operator", "Role", "KillSwitch", "Kernel", "Host", "File"];
+/// kernel's switches. Host and File are built per request and never stored. Secret:
+/// the vault builds `Secret::"WORKSPACE/NAME"` itself, and a stored entity of that
+/// uid (which a workspace admin could otherwise plant, naming its own workspace)
+/// would shadow it and block every call on that secret.
+const OPERATOR_ONLY_TYPES: [&str; 7] = [
+    "Operator",
+    "Role",
+    "KillSwitch",
+    "Kernel",
+    "Host",
+    "File",
+    "Secret",
+];
 
 /// The largest entity accepted by `PUT /v1/entities` (it is recorded in the ledger whole).
 const MAX_ENTITY_BYTES: usize = 16 * 1024;

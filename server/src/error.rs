@@ -109,16 +109,17 @@ impl From<writ_vault::VaultError> for ApiError {
         use writ_vault::VaultError as E;
         let (status, code) = match &error {
             E::Sealed => (StatusCode::SERVICE_UNAVAILABLE, "vault_sealed"),
-            E::BadSecretName(_) | E::BadWorkspace(_) | E::BadPurpose(_) | E::BadSecretVersion => {
+            E::BadSecretName(_) | E::BadWorkspace(_) | E::BadPurpose(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "bad_secret_name")
             }
+            E::BadSecretVersion => (StatusCode::UNPROCESSABLE_ENTITY, "bad_version"),
             E::ValueTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large"),
             E::NoSuchSecret(_) | E::NoSuchVersion { .. } => (StatusCode::NOT_FOUND, "not_found"),
             E::Destroyed { .. } => (StatusCode::GONE, "secret_destroyed"),
             E::VersionsExhausted(_) => (StatusCode::CONFLICT, "versions_exhausted"),
-            E::KekInUse { .. } | E::RetirePrimary(_) | E::RetireBackwards(_) | E::RingFull => {
-                (StatusCode::CONFLICT, "kek_in_use")
-            }
+            E::KekInUse { .. } => (StatusCode::CONFLICT, "kek_in_use"),
+            E::RetirePrimary(_) | E::RetireBackwards(_) => (StatusCode::CONFLICT, "bad_retirement"),
+            E::RingFull => (StatusCode::CONFLICT, "ring_full"),
             E::ShareMalformed(_)
             | E::ShareWrongRing { .. }
             | E::ShareDuplicate(_)

@@ -97,7 +97,7 @@ fn unseal_at_start(
 /// The `vault.unsealed` entry of a start with an unseal source.
 fn unsealed_at_start(vault: &Vault, source: &files::UnsealSource) -> Map<String, Value> {
     let mut fields = Map::new();
-    fields.insert("sealer".into(), json!(vault.sealer_name()));
+    fields.insert("sealer".into(), json!(vault.sealer_kind()));
     let by = match source {
         files::UnsealSource::KeyFile(_) => "key_file",
         files::UnsealSource::Passphrase(_) => "passphrase_env",
@@ -261,10 +261,13 @@ pub async fn run(
                 vault: Arc::clone(&vault),
                 auth: authenticator(&config, &state_db)?,
                 unsealed: Arc::clone(&unsealed),
+                unsealed_entry: std::sync::Mutex::new(None),
                 opened: opened_rx,
             });
-            let current = Arc::new(ArcSwap::from_pointee(sealed_router(sealed_state)));
-            tracing::warn!(listen = %bound, sealer = vault.sealer_name(), "writ is serving SEALED: unseal the vault (`writ vault unseal`) to start deciding");
+            let current = Arc::new(ArcSwap::from_pointee(sealed_router(Arc::clone(
+                &sealed_state,
+            ))));
+            tracing::warn!(listen = %bound, sealer = vault.sealer_kind(), "writ is serving SEALED: unseal the vault (`writ vault unseal`) to start deciding");
             on_listening(bound);
             let server = tokio::spawn(serve_switch(listener, Arc::clone(&current), serve_stopped));
             tokio::select! {
@@ -276,7 +279,12 @@ pub async fn run(
                     return Ok(());
                 }
             }
-            let fields = super::vault::api::unsealed_fields(&vault);
+            let fields = sealed_state
+                .unsealed_entry
+                .lock()
+                .ok()
+                .and_then(|mut slot| slot.take())
+                .unwrap_or_default();
             let opened = match open_unsealed(&config, state_db, vault, fields).await {
                 Ok(opened) => opened,
                 Err(error) => {
@@ -340,6 +348,8 @@ struct SealedState {
     vault: Arc<Vault>,
     auth: Authenticator,
     unsealed: Arc<tokio::sync::Notify>,
+    /// The `vault.unsealed` entry, for `run` to record once the ledger is open.
+    unsealed_entry: std::sync::Mutex<Option<Map<String, Value>>>,
     opened: tokio::sync::watch::Receiver<Opening>,
 }
 
@@ -380,7 +390,15 @@ async fn sealed_unseal(
 ) -> Result<axum::Json<Value>, ApiError> {
     let principal = crate::state::bearer_principal(&state.auth, &headers)??;
     let outcome = super::vault::api::unseal_step(&state.vault, &principal, body).await?;
-    if matches!(outcome, super::vault::api::UnsealOutcome::Unsealed) {
+    let answer = outcome.to_json();
+    if let super::vault::api::UnsealOutcome::Opened(opened) = outcome {
+        // The ledger's key is in this ring: its `vault.unsealed` entry can only be
+        // written once the ring is in place and the ledger open (`run` does).
+        let fields = super::vault::api::unsealed_fields(&state.vault, &opened);
+        if let Ok(mut slot) = state.unsealed_entry.lock() {
+            *slot = Some(fields);
+        }
+        state.vault.install(*opened);
         state.unsealed.notify_one();
         // Answer once the ledger and the full API are open, so that the caller's
         // next request is decided rather than refused as sealed.
@@ -397,7 +415,7 @@ async fn sealed_unseal(
             ));
         }
     }
-    Ok(axum::Json(outcome.to_json()))
+    Ok(axum::Json(answer))
 }
 
 /// `kernel.started` and `policy.loaded`: which kernel and which policy set answer.

@@ -78,10 +78,20 @@ pub enum Sealer {
 }
 
 impl Sealer {
+    /// For messages: "sealed with a key file".
     pub fn name(&self) -> &'static str {
         match self {
             Self::Passphrase { .. } => "a passphrase",
             Self::KeyFile { .. } => "a key file",
+            Self::Shares { .. } => "shares",
+        }
+    }
+
+    /// For machines (status, ledger entries): `passphrase`, `key_file`, `shares`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Passphrase { .. } => "passphrase",
+            Self::KeyFile { .. } => "key_file",
             Self::Shares { .. } => "shares",
         }
     }

@@ -64,6 +64,23 @@ pub trait SecretStore: Send + Sync {
         seal: SealVersion<'_>,
     ) -> Result<SecretVersion, VaultError>;
 
+    /// Takes the next version number of `name` for a write that follows
+    /// (`insert_version`); a number is never given twice, so a reservation that is
+    /// never used leaves a gap and nothing else.
+    fn reserve_version(
+        &self,
+        workspace: &Workspace,
+        name: &SecretName,
+    ) -> Result<SecretVersion, VaultError>;
+
+    /// Stores the envelope of a reserved version; refused if the version exists.
+    fn insert_version(
+        &self,
+        id: &SecretId,
+        created_unix_ms: u64,
+        envelope: &[u8],
+    ) -> Result<(), VaultError>;
+
     fn get(&self, id: &SecretId) -> Result<Option<StoredVersion>, VaultError>;
 
     /// The newest version that is not destroyed.
@@ -156,6 +173,22 @@ fn parse_version_key(key: &[u8]) -> Result<SecretId, VaultError> {
     })
 }
 
+/// The version after the stored counter (none stored: 1).
+fn next_version(counter: Option<&[u8]>, name: &SecretName) -> Result<SecretVersion, VaultError> {
+    let last = match counter {
+        Some(bytes) => {
+            let bytes: [u8; 4] = bytes
+                .try_into()
+                .map_err(|_| VaultError::RecordMalformed("bad version counter"))?;
+            u32::from_be_bytes(bytes)
+        }
+        None => 0,
+    };
+    last.checked_add(1)
+        .and_then(|next| SecretVersion::new(next).ok())
+        .ok_or_else(|| VaultError::VersionsExhausted(name.to_string()))
+}
+
 fn encode_live(created_unix_ms: u64, envelope: &[u8]) -> Vec<u8> {
     let mut value = Vec::with_capacity(9 + envelope.len());
     value.push(LIVE);
@@ -218,25 +251,8 @@ impl SecretStore for SledSecretStore {
         let counter = counter_key(workspace, name);
         self.tree
             .transaction(|tx| {
-                let last = match tx.get(&counter)? {
-                    Some(bytes) => {
-                        let bytes: [u8; 4] = bytes.as_ref().try_into().map_err(|_| {
-                            ConflictableTransactionError::Abort(VaultError::RecordMalformed(
-                                "bad version counter",
-                            ))
-                        })?;
-                        u32::from_be_bytes(bytes)
-                    }
-                    None => 0,
-                };
-                let next = last
-                    .checked_add(1)
-                    .and_then(|next| SecretVersion::new(next).ok())
-                    .ok_or_else(|| {
-                        ConflictableTransactionError::Abort(VaultError::VersionsExhausted(
-                            name.to_string(),
-                        ))
-                    })?;
+                let next = next_version(tx.get(&counter)?.as_deref(), name)
+                    .map_err(ConflictableTransactionError::Abort)?;
                 let envelope = seal(next).map_err(ConflictableTransactionError::Abort)?;
                 tx.insert(counter.as_slice(), &next.get().to_be_bytes())?;
                 tx.insert(
@@ -246,6 +262,37 @@ impl SecretStore for SledSecretStore {
                 Ok(next)
             })
             .map_err(transaction_error)
+    }
+
+    fn reserve_version(
+        &self,
+        workspace: &Workspace,
+        name: &SecretName,
+    ) -> Result<SecretVersion, VaultError> {
+        let counter = counter_key(workspace, name);
+        self.tree
+            .transaction(|tx| {
+                let next = next_version(tx.get(&counter)?.as_deref(), name)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                tx.insert(counter.as_slice(), &next.get().to_be_bytes())?;
+                Ok(next)
+            })
+            .map_err(transaction_error)
+    }
+
+    fn insert_version(
+        &self,
+        id: &SecretId,
+        created_unix_ms: u64,
+        envelope: &[u8],
+    ) -> Result<(), VaultError> {
+        let key = version_key(&id.workspace, &id.name, id.version);
+        let inserted = self.tree.compare_and_swap(
+            key,
+            None::<&[u8]>,
+            Some(encode_live(created_unix_ms, envelope)),
+        )?;
+        inserted.map_err(|_| VaultError::RecordMalformed("the version is already stored"))
     }
 
     fn get(&self, id: &SecretId) -> Result<Option<StoredVersion>, VaultError> {

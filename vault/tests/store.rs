@@ -250,3 +250,41 @@ fn rewrap_during_concurrent_reads_fails_no_read() {
         "no read failed during rotation and rewrap"
     );
 }
+
+#[test]
+fn reserved_versions_are_never_given_twice() {
+    let (_dir, store) = store();
+    let ring = KeyRing::generate(&mut OsRng, 0);
+    let acme = Workspace::new("acme").unwrap();
+    let db = SecretName::new("db").unwrap();
+    let purpose = Purpose::secret_value();
+    let one = store.reserve_version(&acme, &db).unwrap();
+    let two = store.reserve_version(&acme, &db).unwrap();
+    assert_eq!((one.get(), two.get()), (1, 2));
+    let id = SecretId {
+        workspace: acme.clone(),
+        name: db.clone(),
+        version: two,
+    };
+    let binding = Binding {
+        workspace: &acme,
+        name: &db,
+        version: two,
+        purpose: &purpose,
+    };
+    let sealed = envelope::seal(&ring, binding, b"v2", &mut OsRng).unwrap();
+    store.insert_version(&id, 5, &sealed).unwrap();
+    assert!(
+        store.insert_version(&id, 6, &sealed).is_err(),
+        "a stored version is never overwritten"
+    );
+    assert_eq!(reveal(&store, &ring, &id).unwrap(), b"v2");
+    // Version 1 was reserved and never written: a gap, not a record.
+    let gap = SecretId {
+        workspace: acme.clone(),
+        name: db.clone(),
+        version: one,
+    };
+    assert!(store.get(&gap).unwrap().is_none());
+    assert_eq!(put(&store, &ring, &acme, &db, b"v3").get(), 3);
+}

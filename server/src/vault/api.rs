@@ -24,7 +24,7 @@ use crate::identity::{Principal, PrincipalKind};
 use crate::request::refuse_identity_fields;
 use crate::routes::JsonBody;
 use crate::state::{AppState, Shared};
-use crate::vault::{ShareStep, Vault};
+use crate::vault::{OpenedRing, ShareStep, Vault};
 
 /// Secret versions rewrapped per batch (one ring snapshot, one store scan).
 const REWRAP_BATCH: usize = 1000;
@@ -87,8 +87,13 @@ pub struct UnsealBody {
 /// What one unseal call did.
 #[derive(Debug)]
 pub enum UnsealOutcome {
-    Pending { have: u8, need: u8 },
-    Unsealed,
+    Pending {
+        have: u8,
+        need: u8,
+    },
+    /// The ring opened; the caller records `vault.unsealed` (when it can) and
+    /// installs it.
+    Opened(Box<OpenedRing>),
     AlreadyUnsealed,
 }
 
@@ -98,7 +103,7 @@ impl UnsealOutcome {
             Self::Pending { have, need } => {
                 json!({"sealed": true, "progress": format!("{have}/{need}"), "have": have, "need": need})
             }
-            Self::Unsealed => json!({"sealed": false, "progress": "unsealed"}),
+            Self::Opened(_) => json!({"sealed": false, "progress": "unsealed"}),
             Self::AlreadyUnsealed => json!({"sealed": false, "progress": "already unsealed"}),
         }
     }
@@ -114,6 +119,7 @@ pub fn require_operator(principal: &Principal) -> Result<(), ApiError> {
 }
 
 /// One unseal step, shared by the running server and the sealed-start server.
+/// Nothing is installed: an opened ring comes back to the caller.
 pub async fn unseal_step(
     vault: &Arc<Vault>,
     principal: &Principal,
@@ -124,56 +130,55 @@ pub async fn unseal_step(
     let body: UnsealBody = serde_json::from_value(body.0).map_err(|_| {
         ApiError::unprocessable(
             "invalid_body",
-            "the body is `{\"share\": S}` or `{\"passphrase\": P}`",
+            "the body is `{\"share\": S}`, `{\"passphrase\": P}` or `{\"key_file\": true}`",
         )
     })?;
     if !vault.is_sealed() {
         return Ok(UnsealOutcome::AlreadyUnsealed);
     }
-    match (body.share, body.passphrase, body.key_file) {
+    let giver = principal.entity().to_string();
+    let opened = match (body.share, body.passphrase, body.key_file) {
+        (Some(share), None, false) => match vault.add_share(&share, &giver)? {
+            ShareStep::Pending { have, need } => return Ok(UnsealOutcome::Pending { have, need }),
+            ShareStep::Opened(opened) => *opened,
+        },
+        (None, Some(passphrase), false) => {
+            let vault = Arc::clone(vault);
+            tokio::task::spawn_blocking(move || {
+                vault.open_with_passphrase(passphrase.as_bytes(), &giver)
+            })
+            .await
+            .map_err(|error| ApiError::internal("unsealing", &error))??
+        }
         (None, None, true) => {
             let vault = Arc::clone(vault);
-            let giver = principal.entity().to_string();
-            tokio::task::spawn_blocking(move || vault.unseal_with_key_file(&giver))
+            tokio::task::spawn_blocking(move || vault.open_with_key_file(&giver))
                 .await
                 .map_err(|error| ApiError::internal("unsealing", &error))?
                 .map_err(|error| {
                     tracing::warn!(error = %format!("{error:#}"), "unseal with the key file failed");
                     ApiError::unprocessable("unseal_failed", "the server's key file does not unseal the vault")
-                })?;
-            Ok(UnsealOutcome::Unsealed)
+                })?
         }
-        (Some(share), None, false) => {
-            match vault.add_share(&share, &principal.entity().to_string())? {
-                ShareStep::Pending { have, need } => Ok(UnsealOutcome::Pending { have, need }),
-                ShareStep::Unsealed => Ok(UnsealOutcome::Unsealed),
-            }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_body",
+                "give exactly one of `share`, `passphrase` and `key_file`",
+            ))
         }
-        (None, Some(passphrase), false) => {
-            let vault = Arc::clone(vault);
-            let giver = principal.entity().to_string();
-            tokio::task::spawn_blocking(move || {
-                vault.unseal_with_passphrase(passphrase.as_bytes(), &giver)
-            })
-            .await
-            .map_err(|error| ApiError::internal("unsealing", &error))??;
-            Ok(UnsealOutcome::Unsealed)
-        }
-        _ => Err(ApiError::unprocessable(
-            "invalid_body",
-            "give exactly one of `share` and `passphrase`",
-        )),
-    }
+    };
+    Ok(UnsealOutcome::Opened(Box::new(opened)))
 }
 
-/// The entry of a completed unseal.
-pub fn unsealed_fields(vault: &Vault) -> Map<String, Value> {
+/// The fields of a `vault.unsealed` entry.
+pub fn unsealed_fields(vault: &Vault, opened: &OpenedRing) -> Map<String, Value> {
     let mut fields = Map::new();
-    fields.insert("sealer".into(), json!(vault.sealer_name()));
-    fields.insert("by".into(), json!(vault.take_share_givers()));
+    fields.insert("sealer".into(), json!(vault.sealer_kind()));
+    fields.insert("by".into(), json!(opened.givers));
     fields
 }
 
+/// Unseal on a running server: the entry is recorded before the ring is in place.
 pub async fn unseal(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -181,8 +186,9 @@ pub async fn unseal(
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
     let outcome = unseal_step(&state.vault, &principal, body).await?;
-    if matches!(outcome, UnsealOutcome::Unsealed) {
-        let fields = unsealed_fields(&state.vault);
+    let answer = outcome.to_json();
+    if let UnsealOutcome::Opened(opened) = outcome {
+        let fields = unsealed_fields(&state.vault, &opened);
         record(
             &state,
             &principal.entity().to_string(),
@@ -190,8 +196,9 @@ pub async fn unseal(
             fields,
         )
         .await?;
+        state.vault.install(*opened);
     }
-    Ok(Json(outcome.to_json()))
+    Ok(Json(answer))
 }
 
 pub async fn seal(
@@ -249,6 +256,7 @@ pub async fn retire(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
+    refuse_identity_fields(&body.0)?;
     let body: RetireBody = serde_json::from_value(body.0).map_err(|_| {
         ApiError::unprocessable("invalid_body", "the body is `{\"min_version\": N}`")
     })?;
@@ -330,6 +338,8 @@ pub async fn rewrap(
 /// that moment; reads and writes go on meanwhile. Records the result at the end.
 async fn run_rewrap(state: Shared, actor: String) {
     let mut after: Option<SecretId> = None;
+    let mut failed_names: Vec<String> = Vec::new();
+    let mut stopped_early = false;
     loop {
         let vault = Arc::clone(&state.vault);
         let cursor = after.clone();
@@ -349,33 +359,38 @@ async fn run_rewrap(state: Shared, actor: String) {
             Ok(Ok(batch)) => batch,
             Ok(Err(error)) => {
                 tracing::warn!(%error, "rewrap stopped");
+                stopped_early = true;
                 break;
             }
             Err(error) => {
                 tracing::error!(%error, "rewrap task failed");
+                stopped_early = true;
                 break;
             }
         };
+        for (id, error) in &batch.failed {
+            tracing::error!(secret = %id.name, version = id.version.get(), %error, "rewrap: a secret does not open");
+            failed_names.push(format!("{}/{}#{}", id.workspace, id.name, id.version));
+        }
         if let Ok(mut status) = state.vault.rewrap.lock() {
             status.scanned += batch.scanned as u64;
             status.rewrapped += batch.rewrapped as u64;
             status.raced += batch.raced as u64;
-            for (id, error) in &batch.failed {
-                tracing::error!(secret = %id.name, version = id.version.get(), %error, "rewrap: a secret does not open");
-                status
-                    .failed
-                    .push(format!("{}/{}#{}", id.workspace, id.name, id.version));
-            }
+            status.failed += batch.failed.len() as u64;
         }
         match batch.next {
             Some(next) => after = Some(next),
             None => break,
         }
     }
-    let _ = state.vault.secrets.flush();
+    if let Err(error) = state.vault.secrets.flush() {
+        tracing::error!(%error, "rewrap: flushing the secret store failed");
+        stopped_early = true;
+    }
     let summary = match state.vault.rewrap.lock() {
         Ok(mut status) => {
             status.running = false;
+            status.stopped_early = stopped_early;
             status.finished_unix_ms = Some(crate::unix_now_ms());
             status.clone()
         }
@@ -385,7 +400,9 @@ async fn run_rewrap(state: Shared, actor: String) {
     fields.insert("target_kek_version".into(), json!(summary.target_kek));
     fields.insert("scanned".into(), json!(summary.scanned));
     fields.insert("rewrapped".into(), json!(summary.rewrapped));
-    fields.insert("failed".into(), json!(summary.failed));
+    fields.insert("raced".into(), json!(summary.raced));
+    fields.insert("failed".into(), json!(failed_names));
+    fields.insert("stopped_early".into(), json!(stopped_early));
     if let Err(error) = record(&state, &actor, "vault.rewrap.finished", fields).await {
         tracing::error!(code = error.code, "cannot record the end of a rewrap");
     }
@@ -448,7 +465,7 @@ pub async fn set_sealer(
         }
     };
     let _change = state.vault.change_lock.lock().await;
-    let name = sealer.name();
+    let name = sealer.kind();
     let prepared = state.vault.prepare_sealer(sealer, root)?;
     let mut fields = Map::new();
     fields.insert("sealer".into(), json!(name));

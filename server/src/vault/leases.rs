@@ -63,6 +63,11 @@ impl LeaseStore {
         })
     }
 
+    pub fn remove(&self, id: &str) -> anyhow::Result<()> {
+        self.tree.remove(id.as_bytes())?;
+        Ok(())
+    }
+
     /// Leases still live at `now`, optionally of one workspace.
     pub fn live(&self, now_unix_ms: u64, workspace: Option<&str>) -> anyhow::Result<Vec<Lease>> {
         let mut out = Vec::new();

@@ -24,11 +24,21 @@ use writ_vault::{
 
 use self::leases::LeaseStore;
 
-/// Where an unseal by shares stands, as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A ring opened by an unseal, not yet in place: the caller records
+/// `vault.unsealed` first (when its ledger is open), then installs it.
+#[derive(Debug)]
+pub struct OpenedRing {
+    ring: KeyRing,
+    root: Key,
+    /// Who opened it (the principals that gave shares, or the passphrase or key file).
+    pub givers: Vec<String>,
+}
+
+/// Where an unseal by shares stands.
+#[derive(Debug)]
 pub enum ShareStep {
     Pending { have: u8, need: u8 },
-    Unsealed,
+    Opened(Box<OpenedRing>),
 }
 
 /// What a finished (or running) rewrap did.
@@ -39,8 +49,11 @@ pub struct RewrapStatus {
     pub scanned: u64,
     pub rewrapped: u64,
     pub raced: u64,
-    /// Secret versions that did not open (name and version only).
-    pub failed: Vec<String>,
+    /// How many secret versions did not open (their names go to the log and to
+    /// the operator's `vault.rewrap.finished` entry, never to the public status).
+    pub failed: u64,
+    /// Whether the last rewrap stopped before the end (a seal, a storage error).
+    pub stopped_early: bool,
     pub started_unix_ms: Option<u64>,
     pub finished_unix_ms: Option<u64>,
 }
@@ -138,18 +151,15 @@ impl Vault {
         self.ring.load().is_none()
     }
 
-    pub fn sealer_name(&self) -> &'static str {
-        self.inner().sealed.sealer().name()
+    /// `passphrase`, `key_file` or `shares`.
+    pub fn sealer_kind(&self) -> &'static str {
+        self.inner().sealed.sealer().kind()
     }
 
     /// What `GET /v1/vault/status` says: never a key.
     pub fn status(&self) -> serde_json::Value {
         let inner = self.inner();
-        let sealer = match inner.sealed.sealer() {
-            Sealer::Passphrase { .. } => "passphrase",
-            Sealer::KeyFile { .. } => "key_file",
-            Sealer::Shares { .. } => "shares",
-        };
+        let sealer = inner.sealed.sealer().kind();
         let progress = inner.shares.as_ref().map(|c| {
             let (have, need) = c.progress();
             serde_json::json!({"have": have, "need": need})
@@ -178,12 +188,8 @@ impl Vault {
         })
     }
 
-    /// Takes one share; on the last one the ring opens (in memory only: the
-    /// caller records `vault.unsealed`).
+    /// Takes one share; on the last one the ring opens (not yet in place).
     pub fn add_share(&self, share: &str, giver: &str) -> Result<ShareStep, VaultError> {
-        if !self.is_sealed() {
-            return Ok(ShareStep::Unsealed);
-        }
         let mut inner = self.inner();
         let Inner {
             sealed,
@@ -205,10 +211,13 @@ impl Vault {
             }
             Ok(UnsealProgress::Unsealed { ring, root }) => {
                 share_givers.push(giver.to_owned());
-                inner.shares = None;
-                inner.root = Some(root);
-                self.ring.store(Some(Arc::new(*ring)));
-                Ok(ShareStep::Unsealed)
+                let givers = std::mem::take(share_givers);
+                *shares = None;
+                Ok(ShareStep::Opened(Box::new(OpenedRing {
+                    ring: *ring,
+                    root,
+                    givers,
+                })))
             }
             Err(error @ VaultError::SharesDoNotOpen) => {
                 share_givers.clear();
@@ -218,35 +227,40 @@ impl Vault {
         }
     }
 
-    /// Who gave the shares of the last unseal (taken once).
-    pub fn take_share_givers(&self) -> Vec<String> {
-        std::mem::take(&mut self.inner().share_givers)
-    }
-
     /// Opens the ring with a passphrase (Argon2id: call from a blocking thread).
-    pub fn unseal_with_passphrase(&self, passphrase: &[u8], giver: &str) -> Result<(), VaultError> {
+    pub fn open_with_passphrase(
+        &self,
+        passphrase: &[u8],
+        giver: &str,
+    ) -> Result<OpenedRing, VaultError> {
         let sealed = self.inner().sealed.clone();
         let (ring, root) = sealed.open_with_passphrase(passphrase)?;
-        self.install(ring, root, giver);
-        Ok(())
+        Ok(OpenedRing {
+            ring,
+            root,
+            givers: vec![giver.to_owned()],
+        })
     }
 
-    /// Opens the ring with the server's key file again (after a seal).
-    pub fn unseal_with_key_file(&self, giver: &str) -> anyhow::Result<()> {
+    /// Opens the ring with the server's key file (after a seal).
+    pub fn open_with_key_file(&self, giver: &str) -> anyhow::Result<OpenedRing> {
         let sealed = self.inner().sealed.clone();
         let source = files::UnsealSource::KeyFile(self.key_file.clone());
         let (ring, root) = files::unseal_with(&sealed, &source)?;
-        self.install(ring, root, giver);
-        Ok(())
+        Ok(OpenedRing {
+            ring,
+            root,
+            givers: vec![giver.to_owned()],
+        })
     }
 
-    /// Puts an opened ring in place; `giver` opened it.
-    fn install(&self, ring: KeyRing, root: Key, giver: &str) {
+    /// Puts an opened ring in place: from here the vault is unsealed.
+    pub fn install(&self, opened: OpenedRing) {
         let mut inner = self.inner();
-        inner.root = Some(root);
+        inner.root = Some(opened.root);
         inner.shares = None;
-        inner.share_givers = vec![giver.to_owned()];
-        self.ring.store(Some(Arc::new(ring)));
+        inner.share_givers.clear();
+        self.ring.store(Some(Arc::new(opened.ring)));
     }
 
     /// Drops every vault key from memory at once: the ring, its root key, and any
@@ -303,11 +317,14 @@ impl Vault {
         self.ring.store(Some(Arc::new(change.ring)));
         drop(inner);
         if change.drop_key_file {
+            // The new ring is in force; the old key file opens nothing any more.
+            // Failing to remove it must not hide the new sealer's shares from
+            // the caller, so it is said in the log only.
             let key_file = files::key_file_path(&self.data_dir);
             if key_file.exists() {
-                std::fs::remove_file(&key_file).map_err(|error| {
-                    anyhow::anyhow!("cannot remove `{}`: {error}", key_file.display())
-                })?;
+                if let Err(error) = std::fs::remove_file(&key_file) {
+                    tracing::warn!(path = %key_file.display(), %error, "cannot remove the old key file; remove it by hand");
+                }
             }
         }
         Ok(())

@@ -161,29 +161,31 @@ pub async fn put_secret(
     if !decision.allow {
         return Err(denied("secret.put"));
     }
+    // The version is reserved and sealed first, so that `secret.written` names it
+    // and is durable before the version exists.
     let vault = Arc::clone(&state.vault);
     let (ws, secret) = (workspace.clone(), name.clone());
-    let version = tokio::task::spawn_blocking(move || {
+    let (id, envelope, kek) = tokio::task::spawn_blocking(move || {
         let ring = vault.ring().ok_or(VaultError::Sealed)?;
+        let version = vault.secrets.reserve_version(&ws, &secret)?;
         let purpose = Purpose::secret_value();
-        let version =
-            vault
-                .secrets
-                .put_new_version(&ws, &secret, crate::unix_now_ms(), &|version| {
-                    let binding = Binding {
-                        workspace: &ws,
-                        name: &secret,
-                        version,
-                        purpose: &purpose,
-                    };
-                    envelope::seal(&ring, binding, value.expose(), &mut rand::rngs::OsRng)
-                })?;
-        vault.secrets.flush()?;
-        Ok::<_, VaultError>((version, ring.primary_version()))
+        let binding = Binding {
+            workspace: &ws,
+            name: &secret,
+            version,
+            purpose: &purpose,
+        };
+        let envelope = envelope::seal(&ring, binding, value.expose(), &mut rand::rngs::OsRng)?;
+        let id = SecretId {
+            workspace: ws,
+            name: secret,
+            version,
+        };
+        Ok::<_, VaultError>((id, envelope, ring.primary_version()))
     })
     .await
-    .map_err(|error| ApiError::internal("storing the secret", &error))??;
-    let (version, kek) = version;
+    .map_err(|error| ApiError::internal("sealing the secret", &error))??;
+    let version = id.version;
     let (actor, ws) = actor_and_workspace(&principal);
     let mut fields = Map::new();
     fields.insert("secret".into(), json!(name.as_str()));
@@ -198,6 +200,15 @@ pub async fn put_secret(
             fields,
         })
         .await?;
+    let vault = Arc::clone(&state.vault);
+    tokio::task::spawn_blocking(move || {
+        vault
+            .secrets
+            .insert_version(&id, crate::unix_now_ms(), &envelope)?;
+        vault.secrets.flush()
+    })
+    .await
+    .map_err(|error| ApiError::internal("storing the secret", &error))??;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -264,8 +275,22 @@ pub async fn delete_version(
         name: name.clone(),
         version,
     };
-    state.vault.secrets.destroy(&id, crate::unix_now_ms())?;
-    state.vault.secrets.flush()?;
+    // Only a live version is destroyed; the entry is durable before it is.
+    match state.vault.secrets.get(&id)? {
+        Some(writ_vault::StoredVersion::Live { .. }) => {}
+        Some(writ_vault::StoredVersion::Destroyed { .. }) => {
+            return Err(ApiError::from(VaultError::Destroyed {
+                name: name.to_string(),
+                version: version.get(),
+            }))
+        }
+        None => {
+            return Err(ApiError::from(VaultError::NoSuchVersion {
+                name: name.to_string(),
+                version: version.get(),
+            }))
+        }
+    }
     let (actor, ws) = actor_and_workspace(&principal);
     let mut fields = Map::new();
     fields.insert("secret".into(), json!(name.as_str()));
@@ -279,14 +304,22 @@ pub async fn delete_version(
             fields,
         })
         .await?;
+    state.vault.secrets.destroy(&id, crate::unix_now_ms())?;
+    state.vault.secrets.flush()?;
     Ok(Json(
         json!({"name": name.as_str(), "version": version.get(), "destroyed": true}),
     ))
 }
 
+/// A version in a path: decimal digits, no sign, no leading zero.
 fn parse_version(text: &str) -> Result<SecretVersion, ApiError> {
-    text.parse::<u32>()
-        .ok()
+    let canonical = !text.is_empty()
+        && text.len() <= 10
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !text.starts_with('0');
+    canonical
+        .then(|| text.parse::<u32>().ok())
+        .flatten()
         .and_then(|v| SecretVersion::new(v).ok())
         .ok_or_else(|| ApiError::unprocessable("bad_version", "a version is a whole number from 1"))
 }
@@ -365,18 +398,29 @@ pub async fn reveal(
     draft
         .fields
         .insert("lease_expires_unix_ms".into(), json!(lease.expires_unix_ms));
-    let receipt = state.record(&draft).await?;
+    // The lease exists before the entry that names it; if the entry cannot be
+    // recorded, the lease goes and nothing is released.
     state
         .vault
         .leases
         .insert(&lease)
         .map_err(|error| ApiError::internal("recording the lease", &error))?;
+    let receipt = match state.record(&draft).await {
+        Ok(receipt) => receipt,
+        Err(error) => {
+            if let Err(remove) = state.vault.leases.remove(&lease.id) {
+                tracing::error!(error = %remove, "cannot remove the lease of an unrecorded reveal");
+            }
+            return Err(error);
+        }
+    };
     let mut answer = json!({
         "decision_id": receipt.index.0.to_string(),
         "name": name.as_str(),
         "version": version.get(),
         "reference": lease.reference(),
         "lease": {"id": lease.id, "expires_unix_ms": lease.expires_unix_ms},
+        "obligations": decision.obligations,
         "value_base64": STANDARD.encode(value.expose()),
         "receipt": receipt.to_text(),
     });
