@@ -333,7 +333,6 @@ fn a_secret_round_trips_and_leaks_nowhere() {
     for kind in [
         "vault.initialised",
         "vault.unsealed",
-        "secret.written",
         "secret.destroyed",
         "lease.revoked",
     ] {

@@ -156,13 +156,14 @@ pub async fn put_secret(
     let name = secret_name(&name)?;
     let value = put_value(body)?;
     require_unsealed(&state)?;
-    let (decision, draft) = decide(&state, &principal, "secret.put", &workspace, Some(&name))?;
-    let decision_id = record(&state, &draft).await?;
+    let (decision, mut draft) = decide(&state, &principal, "secret.put", &workspace, Some(&name))?;
     if !decision.allow {
+        record(&state, &draft).await?;
         return Err(denied("secret.put"));
     }
-    // The version is reserved and sealed first, so that `secret.written` names it
-    // and is durable before the version exists.
+    // Allowed: the version is reserved and sealed first, so that the one entry of
+    // this put (the decision, naming the version and its KEK) is durable before
+    // the version exists. A reserved number that is never stored leaves a gap.
     let vault = Arc::clone(&state.vault);
     let (ws, secret) = (workspace.clone(), name.clone());
     let (id, envelope, kek) = tokio::task::spawn_blocking(move || {
@@ -186,20 +187,9 @@ pub async fn put_secret(
     .await
     .map_err(|error| ApiError::internal("sealing the secret", &error))??;
     let version = id.version;
-    let (actor, ws) = actor_and_workspace(&principal);
-    let mut fields = Map::new();
-    fields.insert("secret".into(), json!(name.as_str()));
-    fields.insert("version".into(), json!(version.get()));
-    fields.insert("kek_version".into(), json!(kek.get()));
-    fields.insert("decision_id".into(), json!(decision_id));
-    let written = state
-        .record(&EntryDraft {
-            kind: "secret.written".into(),
-            actor,
-            workspace: ws,
-            fields,
-        })
-        .await?;
+    draft.fields.insert("version".into(), json!(version.get()));
+    draft.fields.insert("kek_version".into(), json!(kek.get()));
+    let decision_id = record(&state, &draft).await?;
     let vault = Arc::clone(&state.vault);
     tokio::task::spawn_blocking(move || {
         vault
@@ -216,7 +206,6 @@ pub async fn put_secret(
             "version": version.get(),
             "reference": format!("writ://{workspace}/{name}#{version}"),
             "decision_id": decision_id,
-            "entry_id": written.index.0.to_string(),
         })),
     ))
 }
