@@ -1,6 +1,8 @@
 //! The OpenAPI document served at `/openapi.json` (`server/src/openapi.json`): it
 //! parses, is OpenAPI 3.1, describes exactly the routes the server has, and is
-//! internally consistent (operation ids, 2xx answers, `$ref`s, path parameters).
+//! internally consistent (operation ids, 2xx answers, `$ref`s, path parameters,
+//! examples that fit their schemas); the vault's error codes and sealer kinds are
+//! the ones the code uses, and docs/API.md lists those codes.
 #![cfg(test)]
 
 use std::collections::BTreeSet;
@@ -332,4 +334,223 @@ fn the_source_scanner_reads_routes() {
     .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
     .collect();
     assert_eq!(found, want);
+}
+
+/// The JSON type of a value, by JSON Schema's names.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(number) if number.is_i64() || number.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Checks an example against its schema as far as the document's schemas go: the
+/// type, `enum` and `const`; for objects the required properties and, with
+/// `additionalProperties: false`, no others; then each property and array item.
+fn check_example(doc: &Value, at: &str, schema: &Value, example: &Value, faults: &mut Vec<String>) {
+    let schema = resolve(doc, schema);
+    if let Some(wanted) = schema.get("type") {
+        let types: Vec<&str> = match wanted {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let actual = json_type(example);
+        let fits = types.contains(&actual) || (actual == "integer" && types.contains(&"number"));
+        if !fits {
+            faults.push(format!("{at}: a {actual}, the schema says {types:?}"));
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(example) {
+            faults.push(format!("{at}: {example} is not one of {allowed:?}"));
+        }
+    }
+    if let Some(constant) = schema.get("const") {
+        if constant != example {
+            faults.push(format!("{at}: {example} is not {constant}"));
+        }
+    }
+    if let (Value::Array(items), Some(item_schema)) = (example, schema.get("items")) {
+        for (index, item) in items.iter().enumerate() {
+            check_example(doc, &format!("{at}[{index}]"), item_schema, item, faults);
+        }
+        return;
+    }
+    let (Value::Object(fields), Some(properties)) =
+        (example, schema.get("properties").and_then(Value::as_object))
+    else {
+        return;
+    };
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let required = required.as_str().unwrap_or_default();
+        if !fields.contains_key(required) {
+            faults.push(format!("{at}: no `{required}`, which is required"));
+        }
+    }
+    let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
+    for (key, value) in fields {
+        match properties.get(key) {
+            Some(property) => check_example(doc, &format!("{at}.{key}"), property, value, faults),
+            None if closed => faults.push(format!("{at}: `{key}` is not a property")),
+            None => {}
+        }
+    }
+}
+
+/// Every example (of a schema, a request body or a JSON answer) fits its schema, so
+/// an answer that changes shape cannot leave a stale example behind.
+#[test]
+fn examples_fit_their_schemas() {
+    let doc = document();
+    let mut faults = Vec::new();
+    let mut checked = 0;
+    let schemas = doc["components"]["schemas"]
+        .as_object()
+        .expect("`components.schemas` is an object");
+    for (name, schema) in schemas {
+        let examples = schema.get("example").into_iter().chain(
+            schema
+                .get("examples")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
+        for example in examples {
+            check_example(&doc, name, schema, example, &mut faults);
+            checked += 1;
+        }
+    }
+    for (method, path, operation) in operations(&doc) {
+        let name = format!("{} {path}", method.to_uppercase());
+        let body = operation.pointer("/requestBody/content/application~1json");
+        if let Some((schema, example)) =
+            body.and_then(|body| Some((body.get("schema")?, body.get("example")?)))
+        {
+            check_example(&doc, &format!("{name} body"), schema, example, &mut faults);
+            checked += 1;
+        }
+        let responses = operation["responses"].as_object().expect("responses");
+        for (status, response) in responses {
+            let response = resolve(&doc, response);
+            let content = response.pointer("/content/application~1json");
+            if let Some((schema, example)) =
+                content.and_then(|content| Some((content.get("schema")?, content.get("example")?)))
+            {
+                check_example(
+                    &doc,
+                    &format!("{name} {status}"),
+                    schema,
+                    example,
+                    &mut faults,
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0);
+    assert!(
+        faults.is_empty(),
+        "examples that do not fit:\n{}",
+        faults.join("\n")
+    );
+}
+
+/// The snake_case string literals of a piece of Rust source (error codes and the like).
+fn code_literals(source: &str) -> BTreeSet<String> {
+    source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|text| {
+            text.starts_with(|c: char| c.is_ascii_lowercase())
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The text from `start` to the first `end` after it (a closing brace on its own line).
+fn item_from<'a>(source: &'a str, start: &str, end: &str) -> &'a str {
+    let from = source
+        .find(start)
+        .unwrap_or_else(|| panic!("`{start}` is not in the source"));
+    let rest = &source[from..];
+    let to = rest.find(end).map_or(rest.len(), |to| to + end.len());
+    &rest[..to]
+}
+
+/// Every error code the vault's errors map to (`server/src/error.rs`) is one some
+/// answer of the document can carry, and is in the error table of docs/API.md.
+#[test]
+fn vault_error_codes_are_documented() {
+    let doc = document();
+    let mut described = BTreeSet::new();
+    let mut responses: Vec<&Value> = doc["components"]["responses"]
+        .as_object()
+        .map(|responses| responses.values().collect())
+        .unwrap_or_default();
+    for (_, _, operation) in operations(&doc) {
+        if let Some(answers) = operation["responses"].as_object() {
+            responses.extend(answers.values());
+        }
+    }
+    for response in responses {
+        for code in response["x-error-codes"].as_array().into_iter().flatten() {
+            described.insert(code.as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let source = include_str!("../src/error.rs");
+    let codes = code_literals(item_from(
+        source,
+        "impl From<writ_vault::VaultError> for ApiError",
+        "\n}\n",
+    ));
+    assert!(codes.contains("vault_sealed"), "the scan found {codes:?}");
+    let table = include_str!("../../docs/API.md");
+    for code in &codes {
+        assert!(
+            described.contains(code),
+            "`{code}` is in no x-error-codes of openapi.json"
+        );
+        assert!(
+            table.contains(&format!("| `{code}` |")),
+            "`{code}` is not in the error table of docs/API.md"
+        );
+    }
+}
+
+/// `GET /v1/vault/status`, the sealer endpoint and the ledger entries name a sealer
+/// by the vault's kinds (`writ_vault::Sealer::kind`).
+#[test]
+fn sealer_kinds_agree() {
+    let doc = document();
+    let kinds = code_literals(item_from(
+        include_str!("../../vault/src/seal.rs"),
+        "    pub fn kind(&self)",
+        "\n    }\n",
+    ));
+    assert!(kinds.contains("key_file"), "the scan found {kinds:?}");
+    let listed = |pointer: &str| -> BTreeSet<String> {
+        doc.pointer(pointer)
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("`{pointer}` is not an array"))
+            .iter()
+            .map(|kind| kind.as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let status = listed("/components/schemas/VaultStatus/properties/sealer/enum");
+    assert_eq!(status, kinds, "VaultStatus.sealer vs Sealer::kind");
+    let changed = listed("/components/schemas/SealerAnswer/properties/sealer/enum");
+    assert!(
+        changed.is_subset(&kinds),
+        "SealerAnswer.sealer {changed:?} vs Sealer::kind {kinds:?}"
+    );
 }
