@@ -512,6 +512,7 @@ fn a_vault_sealed_by_shares_starts_sealed_and_opens_with_the_threshold() {
     let runner = kernel.key_for(RUNNER, "acme");
     put(&kernel, &bob, "db", "kept across restarts").expect_status(201);
 
+    let old_key_file = std::fs::read(kernel.data.join("vault.key")).expect("the default key file");
     let init = writ_cli(
         &kernel,
         &kernel.admin,
@@ -528,7 +529,23 @@ fn a_vault_sealed_by_shares_starts_sealed_and_opens_with_the_threshold() {
     );
 
     kernel.stop();
+    // A stale key file left behind does not stop the start: it is ignored.
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(kernel.data.join("vault.key"))
+            .expect("recreate vault.key");
+        file.write_all(&old_key_file).expect("write vault.key");
+    }
     kernel.restart();
+    assert!(
+        kernel.server().log().contains("ignoring a key file"),
+        "{}",
+        kernel.server().log()
+    );
     let ready = kernel.client.get("/readyz", None);
     assert_eq!(ready.status, 503, "{}", ready.text);
     kernel

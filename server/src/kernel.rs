@@ -144,7 +144,7 @@ pub fn init(data_dir: &Path) -> anyhow::Result<Initialised> {
     key_created.insert("principal".into(), json!(operator.entity().to_string()));
     key_created.insert("key_workspace".into(), Value::Null);
     let mut vault_made = Map::new();
-    vault_made.insert("sealer".into(), json!("a key file"));
+    vault_made.insert("sealer".into(), json!("key_file"));
     vault_made.insert("ring_id".into(), json!(ring_id));
     vault_made.insert("kek_version".into(), json!(1));
     let drafts = [

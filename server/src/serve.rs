@@ -114,8 +114,11 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
     ensure_initialised(config)?;
     let state_db = kernel::open_state_db(&config.data_dir)?;
     let sealed = files::read_sealed(&config.data_dir)?;
-    let Some(source) = files::unseal_source(&config.data_dir, config.vault_key_file.as_deref())
-    else {
+    let Some(source) = files::unseal_source(
+        &config.data_dir,
+        config.vault_key_file.as_deref(),
+        sealed.sealer(),
+    ) else {
         anyhow::bail!(
             "the vault is sealed by {} and no unseal source is configured",
             sealed.sealer().name()
@@ -225,7 +228,11 @@ pub async fn run(
     let bound = listener.local_addr()?;
     let state_db = kernel::open_state_db(&config.data_dir)?;
     let sealed = files::read_sealed(&config.data_dir)?;
-    let source = files::unseal_source(&config.data_dir, config.vault_key_file.as_deref());
+    let source = files::unseal_source(
+        &config.data_dir,
+        config.vault_key_file.as_deref(),
+        sealed.sealer(),
+    );
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -32,6 +32,8 @@ const REWRAP_BATCH: usize = 1000;
 const MIN_PASSPHRASE_LEN: usize = 12;
 
 const MANAGE: &str = "admin.vault.manage";
+/// Failed secret versions named in a `vault.rewrap.finished` entry (the rest are counted).
+const MAX_FAILED_NAMES: usize = 100;
 
 async fn record(
     state: &AppState,
@@ -188,6 +190,9 @@ pub async fn unseal(
     let outcome = unseal_step(&state.vault, &principal, body).await?;
     let answer = outcome.to_json();
     if let UnsealOutcome::Opened(opened) = outcome {
+        // Under the change lock, so that a seal cannot be recorded between this
+        // entry and the install.
+        let _change = state.vault.change_lock.lock().await;
         let fields = unsealed_fields(&state.vault, &opened);
         record(
             &state,
@@ -401,6 +406,9 @@ async fn run_rewrap(state: Shared, actor: String) {
     fields.insert("scanned".into(), json!(summary.scanned));
     fields.insert("rewrapped".into(), json!(summary.rewrapped));
     fields.insert("raced".into(), json!(summary.raced));
+    // Names of the first failures only: an entry is at most 64 KiB.
+    fields.insert("failed_count".into(), json!(failed_names.len()));
+    failed_names.truncate(MAX_FAILED_NAMES);
     fields.insert("failed".into(), json!(failed_names));
     fields.insert("stopped_early".into(), json!(stopped_early));
     if let Err(error) = record(&state, &actor, "vault.rewrap.finished", fields).await {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use writ_ledger::checkpoint::LogSigner;
 use writ_vault::seal::{parse_key_file, MAX_SEALED_LEN};
-use writ_vault::{Key, KeyRing, SealedRing};
+use writ_vault::{Key, KeyRing, SealedRing, Sealer};
 use zeroize::Zeroizing;
 
 /// The sealed key ring.
@@ -110,13 +110,28 @@ pub enum UnsealSource {
 /// The unseal source of a data dir at start: an explicit key file, else the data
 /// dir's `vault.key`, else a passphrase in `WRIT_VAULT_PASSPHRASE`, else none (the
 /// server starts sealed and waits for shares or a passphrase through the API).
-pub fn unseal_source(data_dir: &Path, key_file: Option<&Path>) -> Option<UnsealSource> {
-    if let Some(path) = key_file {
-        return Some(UnsealSource::KeyFile(path.to_path_buf()));
-    }
+///
+/// A key file is only tried for a ring sealed by a key file: one left behind
+/// after the ring was sealed anew by shares or a passphrase is ignored (and said
+/// in the log) rather than stopping the start.
+pub fn unseal_source(
+    data_dir: &Path,
+    key_file: Option<&Path>,
+    sealer: &Sealer,
+) -> Option<UnsealSource> {
     let default = key_file_path(data_dir);
-    if default.exists() {
-        return Some(UnsealSource::KeyFile(default));
+    let candidate = key_file
+        .map(Path::to_path_buf)
+        .or_else(|| default.exists().then_some(default));
+    if let Some(path) = candidate {
+        if matches!(sealer, Sealer::KeyFile { .. }) {
+            return Some(UnsealSource::KeyFile(path));
+        }
+        tracing::warn!(
+            path = %path.display(),
+            sealer = sealer.kind(),
+            "ignoring a key file: the vault is no longer sealed by one; remove it"
+        );
     }
     std::env::var(PASSPHRASE_ENV)
         .ok()
@@ -156,7 +171,7 @@ pub fn ledger_signer(ring: &KeyRing) -> anyhow::Result<LogSigner> {
 /// in the environment. A vault sealed by shares cannot be opened offline.
 pub fn offline_ledger_signer(data_dir: &Path) -> anyhow::Result<LogSigner> {
     let sealed = read_sealed(data_dir)?;
-    let Some(source) = unseal_source(data_dir, None) else {
+    let Some(source) = unseal_source(data_dir, None, sealed.sealer()) else {
         bail!(
             "the ledger's key is sealed in the vault by {} and no unseal source is at hand: \
              export through the running server instead (`writ ledger verify --url`), or set {PASSPHRASE_ENV}",

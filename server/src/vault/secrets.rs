@@ -169,6 +169,9 @@ pub async fn put_secret(
     let (id, envelope, kek) = tokio::task::spawn_blocking(move || {
         let ring = vault.ring().ok_or(VaultError::Sealed)?;
         let version = vault.secrets.reserve_version(&ws, &secret)?;
+        // Durable before the entry that names it: a crash must not hand the same
+        // number out again.
+        vault.secrets.flush()?;
         let purpose = Purpose::secret_value();
         let binding = Binding {
             workspace: &ws,
@@ -393,6 +396,7 @@ pub async fn reveal(
         .vault
         .leases
         .insert(&lease)
+        .and_then(|()| state.vault.leases.flush())
         .map_err(|error| ApiError::internal("recording the lease", &error))?;
     let receipt = match state.record(&draft).await {
         Ok(receipt) => receipt,
