@@ -63,12 +63,6 @@ impl LeaseStore {
         })
     }
 
-    /// Makes every lease written so far durable.
-    pub fn flush(&self) -> anyhow::Result<()> {
-        self.tree.flush()?;
-        Ok(())
-    }
-
     pub fn remove(&self, id: &str) -> anyhow::Result<()> {
         self.tree.remove(id.as_bytes())?;
         Ok(())
