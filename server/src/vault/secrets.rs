@@ -166,7 +166,7 @@ pub async fn put_secret(
     // the version exists. A reserved number that is never stored leaves a gap.
     let vault = Arc::clone(&state.vault);
     let (ws, secret) = (workspace.clone(), name.clone());
-    let (id, envelope, kek) = tokio::task::spawn_blocking(move || {
+    let prepared = tokio::task::spawn_blocking(move || {
         let ring = vault.ring().ok_or(VaultError::Sealed)?;
         let version = vault.secrets.reserve_version(&ws, &secret)?;
         // Durable before the entry that names it: a crash must not hand the same
@@ -188,7 +188,18 @@ pub async fn put_secret(
         Ok::<_, VaultError>((id, envelope, ring.primary_version()))
     })
     .await
-    .map_err(|error| ApiError::internal("sealing the secret", &error))??;
+    .map_err(|error| ApiError::internal("sealing the secret", &error))
+    .and_then(|sealed| sealed.map_err(ApiError::from));
+    let (id, envelope, kek) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            // The allow is recorded even though nothing was written.
+            draft.fields.insert("written".into(), json!(false));
+            draft.fields.insert("held_by".into(), json!(error.code));
+            record(&state, &draft).await?;
+            return Err(error);
+        }
+    };
     let version = id.version;
     draft.fields.insert("version".into(), json!(version.get()));
     draft.fields.insert("kek_version".into(), json!(kek.get()));
