@@ -93,23 +93,24 @@ pub async fn authorize_admin(
     }
 }
 
-/// Records a change made by `principal` before it takes effect.
-async fn record_change(
+/// Records a change made by `principal` before it takes effect; returns the
+/// entry's index.
+pub(crate) async fn record_change(
     state: &AppState,
     principal: &Principal,
     kind: &str,
     fields: Map<String, Value>,
-) -> Result<(), ApiError> {
+) -> Result<String, ApiError> {
     let (actor, workspace) = actor_and_workspace(principal);
-    state
+    let receipt = state
         .record(&EntryDraft {
             kind: kind.into(),
             actor,
             workspace,
             fields,
         })
-        .await
-        .map(|_| ())
+        .await?;
+    Ok(receipt.index.0.to_string())
 }
 
 /// The workspace an entity belongs to (`attrs.workspace`), if it names one.

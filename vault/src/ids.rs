@@ -4,6 +4,12 @@ use std::fmt;
 
 use crate::error::VaultError;
 
+/// At most 64 characters of refused input, without control characters, for an
+/// error message.
+fn shown(input: &str) -> String {
+    input.chars().take(64).filter(|c| !c.is_control()).collect()
+}
+
 /// The version of a key-encryption key in the ring, starting at 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KekVersion(u32);
@@ -75,9 +81,7 @@ impl SecretName {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         };
         if name.len() > MAX_SECRET_NAME_LEN || !name.split('/').all(part_ok) {
-            let mut shown: String = name.chars().take(64).collect();
-            shown.retain(|c| !c.is_control());
-            return Err(VaultError::BadSecretName(shown));
+            return Err(VaultError::BadSecretName(shown(&name)));
         }
         Ok(Self(name))
     }
@@ -106,9 +110,7 @@ impl Workspace {
             || workspace.len() > 64
             || !workspace.bytes().all(|b| b.is_ascii_graphic())
         {
-            let mut shown: String = workspace.chars().take(64).collect();
-            shown.retain(|c| !c.is_control());
-            return Err(VaultError::BadWorkspace(shown));
+            return Err(VaultError::BadWorkspace(shown(&workspace)));
         }
         Ok(Self(workspace))
     }
@@ -143,9 +145,7 @@ impl Purpose {
                 b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
             })
         {
-            let mut shown: String = purpose.chars().take(64).collect();
-            shown.retain(|c| !c.is_control());
-            return Err(VaultError::BadPurpose(shown));
+            return Err(VaultError::BadPurpose(shown(&purpose)));
         }
         Ok(Self(purpose))
     }

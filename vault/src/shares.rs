@@ -142,11 +142,6 @@ impl ShareCollector {
         )
     }
 
-    /// Drops every share given so far.
-    pub fn reset(&mut self) {
-        self.points.clear();
-    }
-
     pub fn add(&mut self, share: &str, sealed: &SealedRing) -> Result<UnsealProgress, VaultError> {
         if sealed.ring_id() != self.ring_id {
             return Err(VaultError::ShareWrongRing {

@@ -10,7 +10,6 @@ use axum::Json;
 use rand::rngs::OsRng;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use writ_ledger::EntryDraft;
 use writ_vault::seal::passphrase_sealer;
 use writ_vault::shares::shares_sealer;
 use writ_vault::{
@@ -18,7 +17,7 @@ use writ_vault::{
 };
 use zeroize::Zeroizing;
 
-use crate::admin::authorize_admin;
+use crate::admin::{authorize_admin, record_change};
 use crate::error::ApiError;
 use crate::identity::{Principal, PrincipalKind};
 use crate::request::refuse_identity_fields;
@@ -35,23 +34,6 @@ const MANAGE: &str = "admin.vault.manage";
 /// Failed secret versions named in a `vault.rewrap.finished` entry (the rest are counted).
 const MAX_FAILED_NAMES: usize = 100;
 
-async fn record(
-    state: &AppState,
-    principal: &str,
-    kind: &str,
-    fields: Map<String, Value>,
-) -> Result<String, ApiError> {
-    let receipt = state
-        .record(&EntryDraft {
-            kind: kind.into(),
-            actor: principal.to_owned(),
-            workspace: "-".into(),
-            fields,
-        })
-        .await?;
-    Ok(receipt.index.0.to_string())
-}
-
 /// Records a prepared ring change, then puts it into effect (file, then memory).
 /// Called under `change_lock`.
 async fn record_and_commit(
@@ -61,7 +43,7 @@ async fn record_and_commit(
     fields: Map<String, Value>,
     prepared: super::PreparedChange,
 ) -> Result<String, ApiError> {
-    let entry = record(state, &principal.entity().to_string(), kind, fields).await?;
+    let entry = record_change(state, principal, kind, fields).await?;
     state
         .vault
         .commit(prepared)
@@ -194,13 +176,7 @@ pub async fn unseal(
         // entry and the install.
         let _change = state.vault.change_lock.lock().await;
         let fields = unsealed_fields(&state.vault, &opened);
-        record(
-            &state,
-            &principal.entity().to_string(),
-            "vault.unsealed",
-            fields,
-        )
-        .await?;
+        record_change(&state, &principal, "vault.unsealed", fields).await?;
         state.vault.install(*opened);
     }
     Ok(Json(answer))
@@ -213,13 +189,7 @@ pub async fn seal(
     let principal = state.principal(&headers)?;
     authorize_admin(&state, &principal, MANAGE, None).await?;
     let _change = state.vault.change_lock.lock().await;
-    record(
-        &state,
-        &principal.entity().to_string(),
-        "vault.sealed",
-        Map::new(),
-    )
-    .await?;
+    record_change(&state, &principal, "vault.sealed", Map::new()).await?;
     state.vault.seal();
     tracing::warn!("the vault is sealed: every vault key was dropped from memory");
     Ok(Json(json!({"sealed": true})))
@@ -323,16 +293,16 @@ pub async fn rewrap(
             ..Default::default()
         };
     }
-    let actor = principal.entity().to_string();
+
     let mut fields = Map::new();
     fields.insert("target_kek_version".into(), json!(target.get()));
-    if let Err(error) = record(&state, &actor, "vault.rewrap.started", fields).await {
+    if let Err(error) = record_change(&state, &principal, "vault.rewrap.started", fields).await {
         if let Ok(mut status) = state.vault.rewrap.lock() {
             status.running = false;
         }
         return Err(error);
     }
-    tokio::spawn(run_rewrap(Arc::clone(&state), actor));
+    tokio::spawn(run_rewrap(Arc::clone(&state), principal));
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"rewrap": "started", "target_kek_version": target.get()})),
@@ -341,7 +311,7 @@ pub async fn rewrap(
 
 /// Rewraps every live version, a batch at a time, each batch under the ring of
 /// that moment; reads and writes go on meanwhile. Records the result at the end.
-async fn run_rewrap(state: Shared, actor: String) {
+async fn run_rewrap(state: Shared, principal: Principal) {
     let mut after: Option<SecretId> = None;
     let mut failed_names: Vec<String> = Vec::new();
     let mut stopped_early = false;
@@ -411,7 +381,7 @@ async fn run_rewrap(state: Shared, actor: String) {
     failed_names.truncate(MAX_FAILED_NAMES);
     fields.insert("failed".into(), json!(failed_names));
     fields.insert("stopped_early".into(), json!(stopped_early));
-    if let Err(error) = record(&state, &actor, "vault.rewrap.finished", fields).await {
+    if let Err(error) = record_change(&state, &principal, "vault.rewrap.finished", fields).await {
         tracing::error!(code = error.code, "cannot record the end of a rewrap");
     }
 }
@@ -530,13 +500,7 @@ pub async fn revoke_lease(
     fields.insert("secret".into(), json!(lease.secret));
     fields.insert("version".into(), json!(lease.version));
     fields.insert("lease_workspace".into(), json!(lease.workspace));
-    let entry = record(
-        &state,
-        &principal.entity().to_string(),
-        "lease.revoked",
-        fields,
-    )
-    .await?;
+    let entry = record_change(&state, &principal, "lease.revoked", fields).await?;
     state
         .vault
         .leases

@@ -24,12 +24,13 @@ use writ_vault::{
 };
 use zeroize::Zeroizing;
 
+use crate::admin::record_change;
 use crate::authorize::decision_entry;
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::request::refuse_identity_fields;
 use crate::routes::JsonBody;
-use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
+use crate::state::{principal_uid, AppState, Shared};
 use crate::vault::leases::{new_lease_id, Lease, DEFAULT_LEASE_MS};
 
 /// The obligation that holds a reveal until a recorded approval covers it.
@@ -294,19 +295,11 @@ pub async fn delete_version(
             }))
         }
     }
-    let (actor, ws) = actor_and_workspace(&principal);
     let mut fields = Map::new();
     fields.insert("secret".into(), json!(name.as_str()));
     fields.insert("version".into(), json!(version.get()));
     fields.insert("decision_id".into(), json!(decision_id));
-    state
-        .record(&EntryDraft {
-            kind: "secret.destroyed".into(),
-            actor,
-            workspace: ws,
-            fields,
-        })
-        .await?;
+    record_change(&state, &principal, "secret.destroyed", fields).await?;
     state.vault.secrets.destroy(&id, crate::unix_now_ms())?;
     state.vault.secrets.flush()?;
     Ok(Json(
