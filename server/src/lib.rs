@@ -8,6 +8,7 @@ pub mod authorize;
 pub mod config;
 pub mod defaults;
 pub mod error;
+pub mod grants;
 pub mod identity;
 pub mod kernel;
 pub mod ledger_api;
