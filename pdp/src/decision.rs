@@ -61,6 +61,18 @@ pub fn entity_uid(type_name: &str, id: &str) -> Result<EntityUid, PdpError> {
 impl Snapshot {
     /// Decides one request.
     pub fn decide(&self, request: &DecisionRequest) -> Result<Decision, PdpError> {
+        self.decide_with_parents(request, &[])
+    }
+
+    /// Decides one request in which the principal has `extra_parents` besides its
+    /// stored ones, for this request only (an active break-glass elevation is a role
+    /// the principal holds for the elevation's lifetime). The principal must be a
+    /// stored entity for it to get parents.
+    pub fn decide_with_parents(
+        &self,
+        request: &DecisionRequest,
+        extra_parents: &[EntityUid],
+    ) -> Result<Decision, PdpError> {
         let schema = self.policies().schema();
         self.check_known(&request.principal, &request.action, &request.resource)?;
         let context =
@@ -80,16 +92,40 @@ impl Snapshot {
         })?;
 
         let extended;
-        let entities = if request.entities.is_empty() {
+        let entities = if request.entities.is_empty() && extra_parents.is_empty() {
             self.entities()
         } else {
-            extended = self
-                .entities()
-                .clone()
-                .add_entities(request.entities.iter().cloned(), Some(schema))
-                .map_err(|error| PdpError::InvalidEntity {
-                    reason: error.to_string(),
+            let mut entities = self.entities().clone();
+            if !extra_parents.is_empty() {
+                let stored = entities.get(&request.principal).cloned().ok_or_else(|| {
+                    PdpError::InvalidEntity {
+                        reason: format!(
+                            "`{}` is not stored, so it cannot hold an elevation",
+                            request.principal
+                        ),
+                    }
                 })?;
+                let (uid, attrs, mut parents) = stored.into_inner();
+                parents.extend(extra_parents.iter().cloned());
+                let elevated = Entity::new(uid, attrs, parents).map_err(|error| {
+                    PdpError::InvalidEntity {
+                        reason: error.to_string(),
+                    }
+                })?;
+                entities = entities
+                    .upsert_entities([elevated], Some(schema))
+                    .map_err(|error| PdpError::InvalidEntity {
+                        reason: error.to_string(),
+                    })?;
+            }
+            if !request.entities.is_empty() {
+                entities = entities
+                    .add_entities(request.entities.iter().cloned(), Some(schema))
+                    .map_err(|error| PdpError::InvalidEntity {
+                        reason: error.to_string(),
+                    })?;
+            }
+            extended = entities;
             &extended
         };
 

@@ -56,7 +56,9 @@ pub async fn authorize_admin(
         context: json!({}),
         entities: Vec::new(),
     };
-    let decision = snapshot.decide(&request)?;
+    let facts =
+        crate::grants::facts::facts(state, principal, action, &resource.to_string()).await?;
+    let decision = snapshot.decide_with_parents(&request, &facts.parents()?)?;
     let (actor, ws) = actor_and_workspace(principal);
     let mut fields = Map::new();
     fields.insert("action".into(), json!(action));
@@ -76,14 +78,15 @@ pub async fn authorize_admin(
     );
     fields.insert("obligations".into(), json!(decision.obligations));
     fields.insert("policy_set".into(), json!(decision.policy_set.to_string()));
-    state
-        .record(&EntryDraft {
-            kind: "decision".into(),
-            actor,
-            workspace: ws,
-            fields,
-        })
-        .await?;
+    let mut draft = EntryDraft {
+        kind: "decision".into(),
+        actor,
+        workspace: ws,
+        fields,
+    };
+    facts.annotate(&mut draft);
+    state.record(&draft).await?;
+    drop(facts);
     if decision.allow {
         Ok(())
     } else {

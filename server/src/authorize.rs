@@ -15,6 +15,7 @@ use writ_ledger::{EntryDraft, LeafIndex};
 use writ_pdp::{Decision, DecisionRequest, Snapshot};
 
 use crate::error::ApiError;
+use crate::grants::{self, facts::Facts, facts::APPROVAL};
 use crate::identity::Principal;
 use crate::request::{context_of, refuse_identity_fields, target, AuthorizeBody};
 use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
@@ -22,16 +23,19 @@ use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
 /// The most requests one batch call may carry.
 pub const MAX_BATCH: usize = 64;
 
-/// A decided but not yet recorded request.
+/// A decided but not yet recorded request, with the grants it relied on (held
+/// until it is recorded).
 #[derive(Debug)]
 pub struct Decided {
     pub decision: Decision,
     pub draft: EntryDraft,
+    pub facts: Facts,
 }
 
-/// Decides one request for a verified principal against one snapshot, and drafts
-/// its ledger entry. Nothing is recorded yet.
-pub fn decide(
+/// Decides one request for a verified principal against one snapshot, with the
+/// grants it may rely on, and drafts its ledger entry. Nothing is recorded yet
+/// (due grant expiries excepted).
+pub async fn decide(
     state: &AppState,
     snapshot: &Snapshot,
     principal: &Principal,
@@ -52,16 +56,28 @@ pub fn decide(
         );
     }
     let context = context_of(body)?;
-    let request = DecisionRequest {
+    let mut request = DecisionRequest {
         principal: principal_uid(principal)?,
         action: writ_pdp::entity_uid("Action", &body.action)?,
         resource: writ_pdp::entity_uid(&target.resource_type, &target.resource_id)?,
         context,
         entities,
     };
-    let decision = snapshot.decide(&request)?;
+    let facts = grants::facts::facts(
+        state,
+        principal,
+        &body.action,
+        &request.resource.to_string(),
+    )
+    .await?;
+    facts.apply(snapshot, &mut request)?;
+    let decision = snapshot.decide_with_parents(&request, &facts.parents()?)?;
     let draft = decision_entry(principal, &request, &decision);
-    Ok(Decided { decision, draft })
+    Ok(Decided {
+        decision,
+        draft,
+        facts,
+    })
 }
 
 /// A principal acts only as the entity its token names, in the workspace its token
@@ -144,8 +160,25 @@ async fn record_and_answer(
     decided: Decided,
     started: Instant,
 ) -> Result<Value, ApiError> {
-    let receipt = state.record(&decided.draft).await?;
-    let decision = &decided.decision;
+    let Decided {
+        decision,
+        mut draft,
+        mut facts,
+    } = decided;
+    let mut obligations = decision.obligations.clone();
+    if decision.allow && obligations.iter().any(|o| o == APPROVAL) {
+        if let Some(gate) = grants::facts::take_gate(state, &mut facts)? {
+            tracing::debug!(gate = %gate, "an approved gate satisfies the approval obligation");
+            obligations.retain(|o| o != APPROVAL);
+        }
+    }
+    facts.annotate(&mut draft);
+    let receipt = state.record(&draft).await?;
+    drop(facts);
+    if let Some(gate) = draft.fields.get("approval").and_then(Value::as_str) {
+        grants::facts::note_gate_use(state, gate, &receipt.index.0.to_string());
+    }
+    let decision = &decision;
     state.metrics.decision(
         decision.allow,
         started.elapsed().as_secs_f64(),
@@ -156,7 +189,10 @@ async fn record_and_answer(
         "decision": if decision.allow { "allow" } else { "deny" },
         "reasons": decision.reasons,
         "errors": decision.errors.iter().map(|e| json!({"policy_id": e.policy_id, "message": e.message})).collect::<Vec<_>>(),
-        "obligations": decision.obligations,
+        "obligations": obligations,
+        "approval": draft.fields.get("approval"),
+        "elevation": draft.fields.get("elevation"),
+        "consent": draft.fields.get("consent"),
         "policy_set": decision.policy_set.to_string(),
         "receipt": receipt.to_text(),
         "entry": state.entry_text(&receipt),
@@ -180,7 +216,7 @@ pub async fn authorize(
     let principal = state.principal(&headers)?;
     let body: AuthorizeBody = parse_body(body.0)?;
     let snapshot = state.engine.snapshot();
-    let decided = decide(&state, &snapshot, &principal, &body)?;
+    let decided = decide(&state, &snapshot, &principal, &body).await?;
     Ok(Json(record_and_answer(&state, decided, started).await?))
 }
 
@@ -211,8 +247,10 @@ pub async fn authorize_batch(
     let mut tasks = tokio::task::JoinSet::new();
     let mut results: Vec<Value> = vec![Value::Null; batch.requests.len()];
     for (position, item) in batch.requests.into_iter().enumerate() {
-        let decided = parse_body::<AuthorizeBody>(item)
-            .and_then(|body| decide(&state, &snapshot, &principal, &body));
+        let decided = match parse_body::<AuthorizeBody>(item) {
+            Ok(body) => decide(&state, &snapshot, &principal, &body).await,
+            Err(error) => Err(error),
+        };
         match decided {
             Ok(decided) => {
                 let state = Arc::clone(&state);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::grants::GrantsConfig;
 use crate::identity::JwtConfig;
 
 /// The default listen address: loopback only.
@@ -33,6 +34,78 @@ pub struct JwtSection {
     pub claims: JwtConfig,
 }
 
+/// The `[grants]` section: break-glass, approval gates and consents. Durations
+/// are humantime strings (`30m`, `4h`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsSection {
+    pub break_glass_approvals: Option<u32>,
+    pub break_glass_max_duration: Option<String>,
+    pub break_glass_pending: Option<String>,
+    pub break_glass_emergency: Option<bool>,
+    pub approval_window: Option<String>,
+    pub approval_pending: Option<String>,
+    pub consent_max_duration: Option<String>,
+}
+
+impl GrantsSection {
+    /// The rules, over the defaults; refuses zero approvals and zero durations.
+    pub fn resolve(&self) -> Result<GrantsConfig, ConfigError> {
+        let defaults = GrantsConfig::default();
+        let duration = |name: &str, text: &Option<String>, default: Duration| match text {
+            None => Ok(default),
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(parsed) if !parsed.is_zero() => Ok(parsed),
+                Ok(_) => Err(ConfigError::Invalid {
+                    reason: format!("`grants.{name}` must be longer than zero"),
+                }),
+                Err(error) => Err(ConfigError::Invalid {
+                    reason: format!("`grants.{name}` is not a duration like `30m`: {error}"),
+                }),
+            },
+        };
+        let approvals = self
+            .break_glass_approvals
+            .unwrap_or(defaults.break_glass_approvals);
+        if approvals == 0 || approvals > 16 {
+            return Err(ConfigError::Invalid {
+                reason: "`grants.break_glass_approvals` is 1 to 16".to_owned(),
+            });
+        }
+        Ok(GrantsConfig {
+            break_glass_approvals: approvals,
+            break_glass_max_duration: duration(
+                "break_glass_max_duration",
+                &self.break_glass_max_duration,
+                defaults.break_glass_max_duration,
+            )?,
+            break_glass_pending: duration(
+                "break_glass_pending",
+                &self.break_glass_pending,
+                defaults.break_glass_pending,
+            )?,
+            break_glass_emergency: self
+                .break_glass_emergency
+                .unwrap_or(defaults.break_glass_emergency),
+            approval_window: duration(
+                "approval_window",
+                &self.approval_window,
+                defaults.approval_window,
+            )?,
+            approval_pending: duration(
+                "approval_pending",
+                &self.approval_pending,
+                defaults.approval_pending,
+            )?,
+            consent_max_duration: duration(
+                "consent_max_duration",
+                &self.consent_max_duration,
+                defaults.consent_max_duration,
+            )?,
+        })
+    }
+}
+
 /// The TOML file: every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +121,7 @@ pub struct FileConfig {
     /// A key file that unseals the vault at start (default: the data dir's
     /// `vault.key` when it exists).
     pub vault_key_file: Option<PathBuf>,
+    pub grants: Option<GrantsSection>,
 }
 
 impl FileConfig {
@@ -75,6 +149,7 @@ pub struct ServeConfig {
     pub ledger_linger: Duration,
     pub jwt: Option<JwtSection>,
     pub vault_key_file: Option<PathBuf>,
+    pub grants: GrantsConfig,
 }
 
 /// What flags and environment variables say (each overrides the file).
@@ -122,6 +197,7 @@ impl ServeConfig {
             ledger_linger: Duration::from_micros(linger_us),
             jwt: file.jwt,
             vault_key_file: overrides.vault_key_file.or(file.vault_key_file),
+            grants: file.grants.unwrap_or_default().resolve()?,
         })
     }
 }

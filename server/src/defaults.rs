@@ -2,10 +2,11 @@
 //! `writ init` (and `writ serve` on a fresh data dir) can lay them down anywhere.
 
 /// (file name, text) of every default policy file.
-pub const POLICIES: [(&str, &str); 8] = [
+pub const POLICIES: [(&str, &str); 9] = [
     ("admin.cedar", include_str!("../../policies/admin.cedar")),
     ("egress.cedar", include_str!("../../policies/egress.cedar")),
     ("files.cedar", include_str!("../../policies/files.cedar")),
+    ("grants.cedar", include_str!("../../policies/grants.cedar")),
     (
         "kill_switch.cedar",
         include_str!("../../policies/kill_switch.cedar"),

@@ -16,6 +16,9 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The recorded decision the error is about, when there is one (for example
+    /// the held reveal an approval request must name).
+    pub decision_id: Option<String>,
 }
 
 impl ApiError {
@@ -24,6 +27,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            decision_id: None,
         }
     }
 
@@ -33,6 +37,12 @@ impl ApiError {
 
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// The same error, naming the recorded decision it is about.
+    pub fn with_decision(mut self, decision_id: String) -> Self {
+        self.decision_id = Some(decision_id);
+        self
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -66,7 +76,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if let (Some(id), Some(error)) = (
+            self.decision_id,
+            body.get_mut("error").and_then(|e| e.as_object_mut()),
+        ) {
+            error.insert("decision_id".into(), json!(id));
+        }
         (self.status, Json(body)).into_response()
     }
 }

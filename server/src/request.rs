@@ -233,6 +233,10 @@ pub fn file_target(path: &str, principal: &Principal) -> Result<Target, ApiError
 pub fn context_of(body: &AuthorizeBody) -> Result<Value, ApiError> {
     match &body.context {
         None => Ok(Value::Object(Map::new())),
+        Some(Value::Object(map)) if map.contains_key("consent") => Err(ApiError::bad_request(
+            "kernel_fact_in_context",
+            "`context.consent` is the kernel's to say: it gives a live consent that covers the request",
+        )),
         Some(Value::Object(map)) => Ok(Value::Object(map.clone())),
         Some(_) => Err(ApiError::unprocessable(
             "invalid_context",

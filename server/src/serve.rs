@@ -17,6 +17,7 @@ use writ_ledger::EntryDraft;
 
 use crate::config::ServeConfig;
 use crate::error::ApiError;
+use crate::grants::clock::{Clock, SystemClock as GrantsClock};
 use crate::identity::{ApiKeyStore, Authenticator, JwksVerifier};
 use crate::kernel::{self, BOOTSTRAP_KEY_FILE};
 use crate::ledger_api::ledger_routes;
@@ -111,6 +112,14 @@ fn unsealed_at_start(vault: &Vault, source: &files::UnsealSource) -> Map<String,
 /// `policy.loaded`. A vault with no unseal source is refused here (`run` instead
 /// starts sealed and waits for an unseal through the API).
 pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
+    open_with_clock(config, Arc::new(GrantsClock)).await
+}
+
+/// `open`, with the clock grants are judged by (tests move a manual one).
+pub async fn open_with_clock(
+    config: &ServeConfig,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Opened> {
     ensure_initialised(config)?;
     let state_db = kernel::open_state_db(&config.data_dir)?;
     let sealed = files::read_sealed(&config.data_dir)?;
@@ -125,7 +134,7 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<Opened> {
         );
     };
     let (vault, fields) = unseal_at_start(config, sealed, &source, &state_db)?;
-    open_unsealed(config, state_db, vault, fields).await
+    open_unsealed(config, state_db, vault, fields, clock).await
 }
 
 /// Opens everything but the vault, which is unsealed: the ledger (its signer is in
@@ -135,6 +144,7 @@ async fn open_unsealed(
     state_db: sled::Db,
     vault: Arc<Vault>,
     unsealed: Map<String, Value>,
+    clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Opened> {
     let ring = vault.ring().context("the vault is sealed")?;
     let signer = files::ledger_signer(&ring)?;
@@ -181,7 +191,13 @@ async fn open_unsealed(
             .collect::<BTreeSet<_>>(),
         ledger_failed: AtomicBool::new(false),
         vault,
+        grants: Arc::new(crate::grants::Grants::open(
+            &state_db,
+            config.grants.clone(),
+            clock,
+        )?),
     });
+    crate::grants::lifecycle::spawn_sweeper(&state);
     record_start(&state, &verifier_key, unsealed).await?;
     tracing::info!(verifier_key = %verifier_key, "ledger open");
     let router =
@@ -247,7 +263,7 @@ pub async fn run(
     let opened = match source {
         Some(source) => {
             let (vault, fields) = unseal_at_start(&config, sealed, &source, &state_db)?;
-            let opened = open_unsealed(&config, state_db, vault, fields).await?;
+            let opened = open_unsealed(&config, state_db, vault, fields, Arc::new(GrantsClock)).await?;
             let current = Arc::new(ArcSwap::from_pointee(opened.router.clone()));
             tracing::info!(listen = %bound, "writ is serving");
             on_listening(bound);
@@ -292,7 +308,7 @@ pub async fn run(
                 .ok()
                 .and_then(|mut slot| slot.take())
                 .unwrap_or_default();
-            let opened = match open_unsealed(&config, state_db, vault, fields).await {
+            let opened = match open_unsealed(&config, state_db, vault, fields, Arc::new(GrantsClock)).await {
                 Ok(opened) => opened,
                 Err(error) => {
                     let _ = opened_tx.send(Opening::Failed);

@@ -49,6 +49,7 @@ pub struct AppState {
     /// Set once an append failed: the log is poisoned and /readyz says so.
     pub ledger_failed: AtomicBool,
     pub vault: Arc<crate::vault::Vault>,
+    pub grants: Arc<crate::grants::Grants>,
 }
 
 /// What a handler gets from `State`.

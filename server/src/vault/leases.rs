@@ -20,6 +20,10 @@ pub struct Lease {
     pub expires_unix_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_unix_ms: Option<u64>,
+    /// The break-glass elevation the reveal was decided under: the lease ends
+    /// when the elevation does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elevation: Option<String>,
 }
 
 impl Lease {
@@ -76,6 +80,19 @@ impl LeaseStore {
             let lease: Lease = serde_json::from_slice(&bytes)?;
             if lease.is_live(now_unix_ms) && workspace.is_none_or(|w| w == lease.workspace) {
                 out.push(lease);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The live leases issued under an elevation.
+    pub fn live_under(&self, elevation: &str, now_unix_ms: u64) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for item in &self.tree {
+            let (_, bytes) = item?;
+            let lease: Lease = serde_json::from_slice(&bytes)?;
+            if lease.is_live(now_unix_ms) && lease.elevation.as_deref() == Some(elevation) {
+                out.push(lease.id);
             }
         }
         Ok(out)

@@ -27,14 +27,12 @@ use zeroize::Zeroizing;
 use crate::admin::record_change;
 use crate::authorize::decision_entry;
 use crate::error::ApiError;
+use crate::grants::facts::{facts, take_gate, Facts, APPROVAL};
 use crate::identity::Principal;
 use crate::request::refuse_identity_fields;
 use crate::routes::JsonBody;
 use crate::state::{principal_uid, AppState, Shared};
 use crate::vault::leases::{new_lease_id, Lease, DEFAULT_LEASE_MS};
-
-/// The obligation that holds a reveal until a recorded approval covers it.
-const APPROVAL: &str = "approval";
 
 /// The caller's workspace, as the vault binds it; operators hold no secrets.
 fn caller_workspace(principal: &Principal) -> Result<Workspace, ApiError> {
@@ -55,15 +53,16 @@ fn require_unsealed(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Decides `action` on a secret (or, without a name, on the workspace) and drafts
-/// the decision's ledger entry; nothing is recorded yet.
-fn decide(
+/// Decides `action` on a secret (or, without a name, on the workspace) with the
+/// grants it may rely on, and drafts the decision's ledger entry; nothing is
+/// recorded yet. Hold the facts until the entry is recorded.
+async fn decide(
     state: &AppState,
     principal: &Principal,
     action: &str,
     workspace: &Workspace,
     name: Option<&SecretName>,
-) -> Result<(Decision, EntryDraft), ApiError> {
+) -> Result<(Decision, EntryDraft, Facts), ApiError> {
     let snapshot = state.engine.snapshot();
     let (resource, entities) = match name {
         Some(name) => {
@@ -82,19 +81,22 @@ fn decide(
             Vec::new(),
         ),
     };
-    let request = DecisionRequest {
+    let mut request = DecisionRequest {
         principal: principal_uid(principal)?,
         action: writ_pdp::entity_uid("Action", action)?,
         resource,
         context: json!({}),
         entities,
     };
-    let decision = snapshot.decide(&request)?;
+    let facts = facts(state, principal, action, &request.resource.to_string()).await?;
+    facts.apply(&snapshot, &mut request)?;
+    let decision = snapshot.decide_with_parents(&request, &facts.parents()?)?;
     let mut draft = decision_entry(principal, &request, &decision);
     if let Some(name) = name {
         draft.fields.insert("secret".into(), json!(name.as_str()));
     }
-    Ok((decision, draft))
+    facts.annotate(&mut draft);
+    Ok((decision, draft, facts))
 }
 
 async fn record(state: &AppState, draft: &EntryDraft) -> Result<String, ApiError> {
@@ -157,7 +159,10 @@ pub async fn put_secret(
     let name = secret_name(&name)?;
     let value = put_value(body)?;
     require_unsealed(&state)?;
-    let (decision, mut draft) = decide(&state, &principal, "secret.put", &workspace, Some(&name))?;
+    // The facts are held to the end: no grant this put relies on ends before its
+    // entry is recorded.
+    let (decision, mut draft, _facts) =
+        decide(&state, &principal, "secret.put", &workspace, Some(&name)).await?;
     if !decision.allow {
         record(&state, &draft).await?;
         return Err(denied("secret.put"));
@@ -232,8 +237,10 @@ pub async fn list_secrets(
     let principal = state.principal(&headers)?;
     let workspace = caller_workspace(&principal)?;
     require_unsealed(&state)?;
-    let (decision, draft) = decide(&state, &principal, "secret.list", &workspace, None)?;
+    let (decision, draft, facts) =
+        decide(&state, &principal, "secret.list", &workspace, None).await?;
     record(&state, &draft).await?;
+    drop(facts);
     if !decision.allow {
         return Err(denied("secret.list"));
     }
@@ -267,10 +274,11 @@ pub async fn delete_version(
     let name = secret_name(&name)?;
     let version = parse_version(&version)?;
     require_unsealed(&state)?;
-    let (decision, mut draft) =
-        decide(&state, &principal, "secret.delete", &workspace, Some(&name))?;
+    let (decision, mut draft, facts) =
+        decide(&state, &principal, "secret.delete", &workspace, Some(&name)).await?;
     draft.fields.insert("version".into(), json!(version.get()));
     let decision_id = record(&state, &draft).await?;
+    drop(facts);
     if !decision.allow {
         return Err(denied("secret.delete"));
     }
@@ -346,13 +354,19 @@ pub async fn reveal(
         .transpose()
         .map_err(ApiError::from)?;
     require_unsealed(&state)?;
-    let (decision, mut draft) =
-        decide(&state, &principal, "secret.reveal", &workspace, Some(&name))?;
+    let (decision, mut draft, mut facts) =
+        decide(&state, &principal, "secret.reveal", &workspace, Some(&name)).await?;
     if !decision.allow {
         record(&state, &draft).await?;
         return Err(denied("secret.reveal"));
     }
-    if decision.obligations.iter().any(|o| o == APPROVAL) {
+    let mut obligations = decision.obligations.clone();
+    if obligations.iter().any(|o| o == APPROVAL) && take_gate(&state, &mut facts)?.is_some() {
+        // An approved gate for exactly this reveal: used once, named in the entry.
+        obligations.retain(|o| o != APPROVAL);
+        facts.annotate(&mut draft);
+    }
+    if obligations.iter().any(|o| o == APPROVAL) {
         // Until a recorded approval covers it, an approval-gated reveal releases nothing.
         draft.fields.insert("released".into(), json!(false));
         draft
@@ -362,8 +376,12 @@ pub async fn reveal(
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "approval_required",
-            format!("revealing `{name}` needs a recorded approval first (decision {decision_id})"),
-        ));
+            format!(
+                "revealing `{name}` needs a recorded approval first: open one with \
+                 POST /v1/approvals {{\"decision_id\": \"{decision_id}\"}} (writ approval request {decision_id})"
+            ),
+        )
+        .with_decision(decision_id));
     }
 
     // Open the value before recording, so the entry says only what was released.
@@ -387,6 +405,7 @@ pub async fn reveal(
         issued_unix_ms: now,
         expires_unix_ms: now.saturating_add(DEFAULT_LEASE_MS),
         revoked_unix_ms: None,
+        elevation: facts.elevation.as_ref().map(|(id, _)| id.clone()),
     };
     draft.fields.insert("released".into(), json!(true));
     draft.fields.insert("version".into(), json!(version.get()));
@@ -413,13 +432,17 @@ pub async fn reveal(
             return Err(error);
         }
     };
+    if let Some(gate) = &facts.gate_used {
+        crate::grants::facts::note_gate_use(&state, gate, &receipt.index.0.to_string());
+    }
+    drop(facts);
     let mut answer = json!({
         "decision_id": receipt.index.0.to_string(),
         "name": name.as_str(),
         "version": version.get(),
         "reference": lease.reference(),
         "lease": {"id": lease.id, "expires_unix_ms": lease.expires_unix_ms},
-        "obligations": decision.obligations,
+        "obligations": obligations,
         "value_base64": STANDARD.encode(value.expose()),
         "receipt": receipt.to_text(),
     });

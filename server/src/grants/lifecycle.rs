@@ -1,0 +1,181 @@
+//! Steps that end grants: expiry (recorded before any decision that could have
+//! relied on the grant, and by a background task), revocation and denial. Each
+//! waits for in-flight decisions that rely on grants, records its entry, and only
+//! then takes effect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use writ_ledger::EntryDraft;
+
+use super::clock::UnixMs;
+use super::records::{ConsentState, Elevation, ElevationState, GateState};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How often the background task records expiries nobody asked about.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Who ends a grant: a principal (`actor`, `workspace`) or the kernel.
+#[derive(Debug, Clone)]
+pub struct Ender {
+    pub actor: String,
+    pub workspace: String,
+}
+
+impl Ender {
+    pub fn kernel(workspace: &str) -> Self {
+        Self {
+            actor: "writ".to_owned(),
+            workspace: workspace.to_owned(),
+        }
+    }
+}
+
+pub(crate) async fn record_step(
+    state: &AppState,
+    kind: &str,
+    by: &Ender,
+    fields: Map<String, Value>,
+) -> Result<String, ApiError> {
+    let receipt = state
+        .record(&EntryDraft {
+            kind: kind.into(),
+            actor: by.actor.clone(),
+            workspace: by.workspace.clone(),
+            fields,
+        })
+        .await?;
+    Ok(receipt.index.0.to_string())
+}
+
+/// Whether any grant's deadline has passed.
+fn any_due(state: &AppState, now: UnixMs) -> bool {
+    let book = state.grants.book();
+    let due = |deadline: Option<UnixMs>| deadline.is_some_and(|d| d <= now);
+    book.elevations.values().any(|e| due(e.deadline()))
+        || book.gates.values().any(|g| due(g.deadline()))
+        || book.consents.values().any(|c| due(c.deadline()))
+}
+
+/// Records every expiry that is due, each before it takes effect. Cheap when
+/// nothing is live or due.
+pub async fn settle(state: &AppState) -> Result<(), ApiError> {
+    let grants = &state.grants;
+    if !grants.any_live() || !any_due(state, grants.now()) {
+        return Ok(());
+    }
+    let _steps = grants.steps.lock().await;
+    let _ending = grants.transitions.write().await;
+    let now = grants.now();
+    let (elevations, gates, consents) = {
+        let book = grants.book();
+        let due = |deadline: Option<UnixMs>| deadline.is_some_and(|d| d <= now);
+        (
+            book.elevations
+                .values()
+                .filter(|e| due(e.deadline()))
+                .cloned()
+                .collect::<Vec<_>>(),
+            book.gates
+                .values()
+                .filter(|g| due(g.deadline()))
+                .cloned()
+                .collect::<Vec<_>>(),
+            book.consents
+                .values()
+                .filter(|c| due(c.deadline()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    for elevation in elevations {
+        let by = Ender::kernel(&elevation.workspace);
+        end_elevation(state, elevation, ElevationState::Expired, &by, None).await?;
+    }
+    for mut gate in gates {
+        let by = Ender::kernel(&gate.workspace);
+        let mut fields = Map::new();
+        fields.insert("id".into(), json!(gate.id));
+        fields.insert("was".into(), json!(gate.state));
+        let entry = record_step(state, "approval.expired", &by, fields).await?;
+        gate.state = GateState::Expired;
+        gate.entries.insert("expired".into(), entry);
+        grants.put_gate(gate)?;
+    }
+    for mut consent in consents {
+        let by = Ender::kernel(&consent.workspace);
+        let mut fields = Map::new();
+        fields.insert("id".into(), json!(consent.id));
+        let entry = record_step(state, "consent.expired", &by, fields).await?;
+        consent.state = ConsentState::Expired;
+        consent.ended_unix_ms = Some(now);
+        consent.entries.insert("expired".into(), entry);
+        grants.put_consent(consent)?;
+    }
+    Ok(())
+}
+
+/// Ends a pending or active elevation (`to` is Expired, Revoked or Denied): the
+/// caller holds `steps` and `transitions` for writing. Leases of secrets revealed
+/// under it are named in the entry and revoked once it is recorded.
+pub(crate) async fn end_elevation(
+    state: &AppState,
+    mut elevation: Elevation,
+    to: ElevationState,
+    by: &Ender,
+    reason: Option<String>,
+) -> Result<Elevation, ApiError> {
+    let now = state.grants.now();
+    let was = elevation.state;
+    let leases = if was == ElevationState::Active {
+        state
+            .vault
+            .leases
+            .live_under(&elevation.id, crate::unix_now_ms())
+            .map_err(|error| ApiError::internal("listing an elevation's leases", &error))?
+    } else {
+        Vec::new()
+    };
+    let (kind, step) = match to {
+        ElevationState::Revoked => ("break_glass.revoked", "revoked"),
+        ElevationState::Denied => ("break_glass.denied", "denied"),
+        _ => ("break_glass.expired", "expired"),
+    };
+    let mut fields = Map::new();
+    fields.insert("id".into(), json!(elevation.id));
+    fields.insert("was".into(), json!(was));
+    if let Some(reason) = &reason {
+        fields.insert("reason".into(), json!(reason));
+    }
+    if was == ElevationState::Active {
+        fields.insert("leases_revoked".into(), json!(leases));
+    }
+    let entry = record_step(state, kind, by, fields).await?;
+    elevation.state = to;
+    elevation.ended_unix_ms = Some(now);
+    elevation.end_reason = Some(reason.unwrap_or_else(|| step.to_owned()));
+    elevation.entries.insert(step.into(), entry);
+    state.grants.put_elevation(elevation.clone())?;
+    for lease in &leases {
+        if let Err(error) = state.vault.leases.revoke(lease, crate::unix_now_ms()) {
+            tracing::error!(%error, lease = %lease, "cannot revoke a lease of an ended elevation");
+        }
+    }
+    Ok(elevation)
+}
+
+/// Records expiries nobody asked about, every `SWEEP_EVERY`, until the state goes.
+pub fn spawn_sweeper(state: &Arc<AppState>) {
+    let weak = Arc::downgrade(state);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let Some(state) = weak.upgrade() else { return };
+            if let Err(error) = settle(&state).await {
+                tracing::warn!(code = error.code, "recording due expiries failed");
+            }
+        }
+    });
+}
