@@ -107,11 +107,10 @@ impl Snapshot {
                 })?;
                 let (uid, attrs, mut parents) = stored.into_inner();
                 parents.extend(extra_parents.iter().cloned());
-                let elevated = Entity::new(uid, attrs, parents).map_err(|error| {
-                    PdpError::InvalidEntity {
+                let elevated =
+                    Entity::new(uid, attrs, parents).map_err(|error| PdpError::InvalidEntity {
                         reason: error.to_string(),
-                    }
-                })?;
+                    })?;
                 entities = entities
                     .upsert_entities([elevated], Some(schema))
                     .map_err(|error| PdpError::InvalidEntity {

@@ -39,6 +39,12 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// The same error with another stable code.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
     /// The same error, naming the recorded decision it is about.
     pub fn with_decision(mut self, decision_id: String) -> Self {
         self.decision_id = Some(decision_id);

@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::grants::{approval_api, consent_api, elevation_api, keys_api};
 use crate::state::Shared;
 use crate::vault::{api as vault_api, secrets};
 use crate::{admin, authorize};
@@ -117,6 +118,31 @@ pub fn router(state: Shared, ledger: Router) -> Router {
         .route(
             "/v1/vault/leases/{id}/revoke",
             post(vault_api::revoke_lease),
+        )
+        .route(
+            "/v1/break-glass",
+            get(elevation_api::list).post(elevation_api::request),
+        )
+        .route("/v1/break-glass/{id}", get(elevation_api::show))
+        .route("/v1/break-glass/{id}/approve", post(elevation_api::approve))
+        .route("/v1/break-glass/{id}/deny", post(elevation_api::deny))
+        .route("/v1/break-glass/{id}/revoke", post(elevation_api::revoke))
+        .route("/v1/break-glass/{id}/review", post(elevation_api::review))
+        .route(
+            "/v1/approvals",
+            get(approval_api::list).post(approval_api::open),
+        )
+        .route("/v1/approvals/{id}", get(approval_api::show))
+        .route("/v1/approvals/{id}/approve", post(approval_api::approve))
+        .route("/v1/approvals/{id}/deny", post(approval_api::deny))
+        .route(
+            "/v1/consents",
+            get(consent_api::list).post(consent_api::grant),
+        )
+        .route("/v1/consents/{id}", delete(consent_api::revoke))
+        .route(
+            "/v1/signing-key",
+            get(keys_api::show).put(keys_api::register),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -263,7 +263,8 @@ pub async fn run(
     let opened = match source {
         Some(source) => {
             let (vault, fields) = unseal_at_start(&config, sealed, &source, &state_db)?;
-            let opened = open_unsealed(&config, state_db, vault, fields, Arc::new(GrantsClock)).await?;
+            let opened =
+                open_unsealed(&config, state_db, vault, fields, Arc::new(GrantsClock)).await?;
             let current = Arc::new(ArcSwap::from_pointee(opened.router.clone()));
             tracing::info!(listen = %bound, "writ is serving");
             on_listening(bound);
@@ -308,7 +309,15 @@ pub async fn run(
                 .ok()
                 .and_then(|mut slot| slot.take())
                 .unwrap_or_default();
-            let opened = match open_unsealed(&config, state_db, vault, fields, Arc::new(GrantsClock)).await {
+            let opened = match open_unsealed(
+                &config,
+                state_db,
+                vault,
+                fields,
+                Arc::new(GrantsClock),
+            )
+            .await
+            {
                 Ok(opened) => opened,
                 Err(error) => {
                     let _ = opened_tx.send(Opening::Failed);

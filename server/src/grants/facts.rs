@@ -58,7 +58,11 @@ impl Facts {
     }
 
     /// Gives a covering consent to the PDP: its entity, and `context.consent`.
-    pub fn apply(&self, snapshot: &Snapshot, request: &mut DecisionRequest) -> Result<(), ApiError> {
+    pub fn apply(
+        &self,
+        snapshot: &Snapshot,
+        request: &mut DecisionRequest,
+    ) -> Result<(), ApiError> {
         let Some((_, entity)) = &self.consent else {
             return Ok(());
         };
@@ -199,7 +203,10 @@ pub fn note_gate_use(state: &AppState, id: &str, decision_id: &str) {
     };
     if let Some(gate) = gate {
         if let Err(error) = state.grants.put_gate(gate) {
-            tracing::warn!(code = error.code, "cannot note the decision that used a gate");
+            tracing::warn!(
+                code = error.code,
+                "cannot note the decision that used a gate"
+            );
         }
     }
 }

@@ -92,7 +92,7 @@ pub async fn settle(state: &AppState) -> Result<(), ApiError> {
     };
     for elevation in elevations {
         let by = Ender::kernel(&elevation.workspace);
-        end_elevation(state, elevation, ElevationState::Expired, &by, None).await?;
+        end_elevation(state, elevation, ElevationState::Expired, &by, None, None).await?;
     }
     for mut gate in gates {
         let by = Ender::kernel(&gate.workspace);
@@ -126,6 +126,7 @@ pub(crate) async fn end_elevation(
     to: ElevationState,
     by: &Ender,
     reason: Option<String>,
+    signature: Option<Value>,
 ) -> Result<Elevation, ApiError> {
     let now = state.grants.now();
     let was = elevation.state;
@@ -147,7 +148,15 @@ pub(crate) async fn end_elevation(
     fields.insert("id".into(), json!(elevation.id));
     fields.insert("was".into(), json!(was));
     if let Some(reason) = &reason {
-        fields.insert("reason".into(), json!(reason));
+        let key = if to == ElevationState::Denied {
+            "comment"
+        } else {
+            "reason"
+        };
+        fields.insert(key.into(), json!(reason));
+    }
+    if let Some(signature) = signature {
+        fields.insert("signature".into(), signature);
     }
     if was == ElevationState::Active {
         fields.insert("leases_revoked".into(), json!(leases));

@@ -13,6 +13,7 @@
 
 pub mod approval_api;
 pub mod clock;
+pub mod common;
 pub mod consent_api;
 pub mod elevation_api;
 pub mod facts;
@@ -81,7 +82,11 @@ impl Book {
             .values()
             .filter(|e| e.deadline().is_some())
             .count()
-            + self.gates.values().filter(|g| g.deadline().is_some()).count()
+            + self
+                .gates
+                .values()
+                .filter(|g| g.deadline().is_some())
+                .count()
             + self
                 .consents
                 .values()
@@ -121,8 +126,8 @@ fn load<T: DeserializeOwned>(tree: &sled::Tree) -> anyhow::Result<BTreeMap<Strin
 }
 
 fn save<T: Serialize>(tree: &sled::Tree, id: &str, record: &T) -> Result<(), ApiError> {
-    let bytes =
-        serde_json::to_vec(record).map_err(|error| ApiError::internal("encoding a grant", &error))?;
+    let bytes = serde_json::to_vec(record)
+        .map_err(|error| ApiError::internal("encoding a grant", &error))?;
     tree.insert(id.as_bytes(), bytes)
         .map_err(|error| ApiError::internal("storing a grant", &error))?;
     tree.flush()

@@ -1,6 +1,8 @@
 //! The three kinds of grant as the kernel keeps them (and answers them over HTTP):
 //! break-glass elevations, approval gates and consents, each with its state.
 
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -50,15 +52,46 @@ pub struct Sign {
     pub entry: String,
 }
 
-/// A principal reference kept whole: its Cedar type and id, and its text form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A principal reference: its Cedar type and id. Stored and answered as the uid
+/// text (`User::"alice"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Party {
-    #[serde(rename = "type")]
     pub kind: String,
     pub id: String,
 }
 
+impl Serialize for Party {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.uid_text())
+    }
+}
+
+impl<'de> Deserialize<'de> for Party {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Party::parse(&text).ok_or_else(|| serde::de::Error::custom("not an entity uid"))
+    }
+}
+
 impl Party {
+    /// Parses `Type::"id"`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let uid = writ_pdp::cedar_policy::EntityUid::from_str(text).ok()?;
+        Some(Self {
+            kind: uid.type_name().to_string(),
+            id: uid.id().unescaped().to_owned(),
+        })
+    }
+
+    /// The party of a verified principal.
+    pub fn of(principal: &crate::identity::Principal) -> Self {
+        let entity = principal.entity();
+        Self {
+            kind: entity.kind().as_str().to_owned(),
+            id: entity.id().to_owned(),
+        }
+    }
+
     /// `Type::"id"`, as Cedar prints it.
     pub fn uid_text(&self) -> String {
         format!("{}::\"{}\"", self.kind, self.id.escape_debug())
