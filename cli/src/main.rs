@@ -4,6 +4,7 @@
 mod admin_cmd;
 mod bench;
 mod client;
+mod grants_cmd;
 mod ledger_cmd;
 mod policy_cmd;
 mod serve_cmd;
@@ -57,6 +58,18 @@ enum Command {
     /// A workspace's secrets on a running server: put, list, reveal, delete.
     #[command(subcommand)]
     Secret(vault_cmd::SecretCommand),
+    /// Break-glass elevations on a running server: request, approve, revoke, review.
+    #[command(subcommand)]
+    BreakGlass(grants_cmd::BreakGlassCommand),
+    /// Approval gates on a running server: request, approve or deny a held decision.
+    #[command(subcommand)]
+    Approval(grants_cmd::ApprovalCommand),
+    /// Consents on a running server: let a principal act on your resources for a while.
+    #[command(subcommand)]
+    Consent(grants_cmd::ConsentCommand),
+    /// Your own Ed25519 key for signed requests and approvals: generate, register, show.
+    #[command(subcommand)]
+    SigningKey(grants_cmd::SigningKeyCommand),
 }
 
 /// mimalloc instead of glibc's malloc: the server allocates per request on every
@@ -81,6 +94,10 @@ fn main() -> ExitCode {
         Command::Keys(command) => ledger_cmd::run_keys(command),
         Command::Vault(command) => vault_cmd::vault(command),
         Command::Secret(command) => vault_cmd::secret(command),
+        Command::BreakGlass(command) => grants_cmd::break_glass(command),
+        Command::Approval(command) => grants_cmd::approval(command),
+        Command::Consent(command) => grants_cmd::consent(command),
+        Command::SigningKey(command) => grants_cmd::signing_key(command),
     };
     match result {
         Ok(code) => code,

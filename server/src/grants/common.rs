@@ -45,10 +45,10 @@ pub fn user(principal: &Principal, what: &str) -> Result<(Party, String), ApiErr
     member(principal)
 }
 
-/// A required free text (reason), trimmed, 1 to `MAX_TEXT` bytes.
+/// A required free text (reason): not blank, at most `MAX_TEXT` bytes. Kept as
+/// sent (a signed statement vouches for the exact text).
 pub fn required_text(field: &str, text: &str) -> Result<String, ApiError> {
-    let text = text.trim();
-    if text.is_empty() {
+    if text.trim().is_empty() {
         return Err(ApiError::unprocessable(
             "reason_required",
             format!("`{field}` is required and may not be blank"),

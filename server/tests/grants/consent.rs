@@ -1,0 +1,242 @@
+//! Consents: a grantee does exactly what a live consent covers, until it is
+//! revoked or expires; a consent never carries a role or an admin action.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::fixture::{relying, Kernel, MINUTE};
+
+fn grant_body(grantee: &str, actions: &[&str], resources: &[&str], duration: &str) -> Value {
+    json!({"grantee": grantee, "actions": actions, "resources": resources, "duration": duration, "reason": "triage bot"})
+}
+
+#[tokio::test]
+async fn a_grantee_does_exactly_what_a_live_consent_covers() {
+    let kernel = Kernel::start().await;
+    assert_eq!(
+        kernel
+            .authorize("helper", "integration.read", ("Integration", "gh"))
+            .await["decision"],
+        "deny"
+    );
+    let (status, consent) = kernel
+        .call(
+            "alice",
+            "POST",
+            "/v1/consents",
+            Some(grant_body(
+                "Agent::\"helper\"",
+                &["integration.read"],
+                &["Integration::\"gh\""],
+                "2h",
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{consent}");
+    let id = consent["id"].as_str().unwrap().to_owned();
+
+    let allowed = kernel
+        .authorize("helper", "integration.read", ("Integration", "gh"))
+        .await;
+    assert_eq!(
+        (allowed["decision"].as_str(), allowed["consent"].as_str()),
+        (Some("allow"), Some(id.as_str()))
+    );
+    // Not another resource, not another action, not another principal.
+    assert_eq!(
+        kernel
+            .authorize("helper", "integration.read", ("Integration", "jira"))
+            .await["decision"],
+        "deny"
+    );
+    assert_eq!(
+        kernel.authorize("helper", "read", ("WorkItem", "w1")).await["decision"],
+        "deny"
+    );
+    assert!(kernel
+        .authorize("bot", "integration.read", ("Integration", "gh"))
+        .await["consent"]
+        .is_null());
+    // The caller cannot claim a consent through its context.
+    let (status, body) = kernel
+        .call("helper", "POST", "/v1/authorize", Some(json!({"action": "integration.read", "resource": {"type": "Integration", "id": "jira"}, "context": {"consent": {"__entity": {"type": "Consent", "id": id}}}})))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("kernel_fact_in_context"))
+    );
+
+    // Only the grantor or an owner revokes.
+    let (status, _) = kernel
+        .call("carol", "DELETE", &format!("/v1/consents/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = kernel
+        .call("alice", "DELETE", &format!("/v1/consents/{id}"), None)
+        .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("revoked")),
+        "{body}"
+    );
+    assert_eq!(
+        kernel
+            .authorize("helper", "integration.read", ("Integration", "gh"))
+            .await["decision"],
+        "deny"
+    );
+    let granted = kernel.index_of("consent.granted", &id);
+    let revoked = kernel.index_of("consent.revoked", &id);
+    let relied = relying(&kernel.ledger(), "consent", &id);
+    assert_eq!(relied.len(), 1);
+    assert!(relied.iter().all(|&i| granted < i && i < revoked));
+}
+
+#[tokio::test]
+async fn a_consent_expires_on_its_own() {
+    let kernel = Kernel::start().await;
+    let (status, consent) = kernel
+        .call(
+            "alice",
+            "POST",
+            "/v1/consents",
+            Some(grant_body(
+                "Agent::\"helper\"",
+                &["integration.read"],
+                &["Integration::\"gh\""],
+                "10m",
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{consent}");
+    let id = consent["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        kernel
+            .authorize("helper", "integration.read", ("Integration", "gh"))
+            .await["decision"],
+        "allow"
+    );
+    kernel.clock.advance(11 * MINUTE);
+    let answer = kernel
+        .authorize("helper", "integration.read", ("Integration", "gh"))
+        .await;
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert!(
+        kernel.index_of("consent.expired", &id)
+            < answer["decision_id"].as_str().unwrap().parse().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_consent_never_carries_a_role_or_an_admin_action() {
+    let kernel = Kernel::start().await;
+    let cases = [
+        (
+            grant_body(
+                "Role::\"admin\"",
+                &["integration.read"],
+                &["Integration::\"gh\""],
+                "1h",
+            ),
+            "consent_carries_role",
+        ),
+        (
+            grant_body(
+                "Agent::\"helper\"",
+                &["integration.read"],
+                &["Role::\"admin\""],
+                "1h",
+            ),
+            "consent_carries_role",
+        ),
+        (
+            json!({"grantee": "Agent::\"helper\"", "actions": ["integration.read"], "resources": ["Integration::\"gh\""], "duration": "1h", "role": "admin"}),
+            "consent_carries_role",
+        ),
+        (
+            grant_body(
+                "Agent::\"helper\"",
+                &["admin.entities.write"],
+                &["Integration::\"gh\""],
+                "1h",
+            ),
+            "consent_carries_admin",
+        ),
+        (
+            grant_body(
+                "Agent::\"helper\"",
+                &["break-glass.approve"],
+                &["Integration::\"gh\""],
+                "1h",
+            ),
+            "consent_carries_admin",
+        ),
+        (
+            grant_body(
+                "Agent::\"helper\"",
+                &["integration.read"],
+                &["Integration::\"gh\""],
+                "90d",
+            ),
+            "duration_too_long",
+        ),
+        (
+            grant_body(
+                "Agent::\"nobody\"",
+                &["integration.read"],
+                &["Integration::\"gh\""],
+                "1h",
+            ),
+            "unknown_grantee",
+        ),
+        (
+            grant_body(
+                "Agent::\"helper\"",
+                &["integration.read"],
+                &["Integration::\"nope\""],
+                "1h",
+            ),
+            "unknown_resource",
+        ),
+        (
+            grant_body(
+                "Agent::\"helper\"",
+                &["export"],
+                &["Workspace::\"acme\""],
+                "1h",
+            ),
+            "resource_not_consentable",
+        ),
+    ];
+    for (body, code) in cases {
+        let (status, answer) = kernel
+            .call("alice", "POST", "/v1/consents", Some(body.clone()))
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+            "{body}: {answer}"
+        );
+    }
+    // Only an owner (as policy says) grants: a viewer may not, and no one grants what it may not do.
+    let (status, _) = kernel
+        .call(
+            "carol",
+            "POST",
+            "/v1/consents",
+            Some(grant_body(
+                "Agent::\"helper\"",
+                &["integration.read"],
+                &["Integration::\"gh\""],
+                "1h",
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, list) = kernel.call("alice", "GET", "/v1/consents", None).await;
+    assert_eq!(list["consents"], json!([]));
+    assert!(!kernel
+        .ledger()
+        .iter()
+        .any(|e| e["kind"] == "consent.granted"));
+}
