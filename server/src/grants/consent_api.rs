@@ -28,8 +28,14 @@ pub const MAX_PAIRS: usize = 32;
 /// Resource types a consent may name: the stored, workspace-owned ones.
 const CONSENTABLE: [&str; 3] = ["WorkItem", "Integration", "Environment"];
 
-/// Action prefixes a consent never carries.
-const NEVER: [&str; 4] = ["admin.", "break-glass.", "approval.", "consent."];
+/// Action prefixes a consent never carries: admin actions, grants, approvals.
+const NEVER: [&str; 5] = [
+    "admin.",
+    "break-glass.",
+    "approval.",
+    "consent.",
+    "workitem.approve",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
