@@ -7,6 +7,12 @@
 //! later one (the consistency proofs between them are implied and not needed).
 //! Memory stays O(log n) in the entries: only the tree's right edge is kept, plus
 //! one (size, root) pair per retained checkpoint.
+//!
+//! A caller can also see every entry, in index order, and fail the verification
+//! with rules of its own ([`verify_export_with`]; `writ ledger verify` checks signed
+//! statements this way). Such a failure is reported only once everything else has
+//! verified, so a damaged export is reported as damaged, not as whatever the damage
+//! made an entry say.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -56,6 +62,32 @@ pub fn verify_export(
     key: &LogVerifier,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<VerifyReport, LedgerError> {
+    verify(dir, key, progress, None)
+}
+
+/// A caller's check of one entry (its index and exact bytes); an `Err` is the
+/// reason the export fails, reported at `entry <index>`.
+pub type EntryCheck<'a> = &'a mut dyn FnMut(LeafIndex, &[u8]) -> Result<(), String>;
+
+/// [`verify_export`], also calling `on_entry` with every entry in index order
+/// (each already checked to be a well-formed entry at its index). The first entry
+/// it refuses fails the verification, once the export has otherwise verified;
+/// `on_entry` is not called again after refusing one.
+pub fn verify_export_with(
+    dir: &Path,
+    key: &LogVerifier,
+    progress: &mut dyn FnMut(u64, u64),
+    on_entry: EntryCheck<'_>,
+) -> Result<VerifyReport, LedgerError> {
+    verify(dir, key, progress, Some(on_entry))
+}
+
+fn verify(
+    dir: &Path,
+    key: &LogVerifier,
+    progress: &mut dyn FnMut(u64, u64),
+    mut on_entry: Option<EntryCheck<'_>>,
+) -> Result<VerifyReport, LedgerError> {
     if !dir.is_dir() {
         return Err(failure(dir.display().to_string(), "not a directory"));
     }
@@ -82,17 +114,27 @@ pub fn verify_export(
     // A root mismatch is reported once the tile holding the bad entry is checked,
     // which names the entry more precisely.
     let mut pending: Option<LedgerError> = None;
+    // The first entry the caller refused; reported once all else has verified.
+    let mut refused: Option<LedgerError> = None;
     let bundles = size.0.div_ceil(TILE_WIDTH as u64);
+    // Bundles kept for the caller are held whole, so fewer are queued.
+    let keep_entries = on_entry.is_some();
+    let queued = if keep_entries {
+        QUEUED_BUNDLES_WITH_ENTRIES
+    } else {
+        QUEUED_BUNDLES
+    };
     std::thread::scope(|scope| -> Result<(), LedgerError> {
         // Parsing and leaf hashing (most of the work) run on HASH_WORKERS threads,
         // each taking every HASH_WORKERS-th bundle; this thread builds the tree in
         // order. Bounded queues keep memory constant.
         let receivers: Vec<_> = (0..HASH_WORKERS)
             .map(|worker| {
-                let (sender, receiver) = crossbeam_channel::bounded(QUEUED_BUNDLES);
+                let (sender, receiver) = crossbeam_channel::bounded(queued);
                 scope.spawn(move || {
                     for number in (worker..bundles).step_by(HASH_WORKERS as usize) {
-                        if sender.send(hash_bundle(dir, number, size)).is_err() {
+                        let hashed = hash_bundle(dir, number, size, keep_entries);
+                        if sender.send(hashed).is_err() {
                             return;
                         }
                     }
@@ -102,10 +144,15 @@ pub fn verify_export(
             .collect();
         for number in 0..bundles {
             let worker = (number % HASH_WORKERS) as usize;
-            let leaves = receivers
+            let HashedBundle { leaves, bytes } = receivers
                 .get(worker)
                 .and_then(|receiver| receiver.recv().ok())
                 .ok_or_else(|| failure("verifier", "a hashing thread stopped"))??;
+            if refused.is_none() {
+                if let (Some(check), Some(bytes)) = (on_entry.as_mut(), &bytes) {
+                    refused = check_entries(&mut **check, bytes, number, size);
+                }
+            }
             for leaf in leaves.iter() {
                 edge.push(*leaf, &mut completed);
                 for (id, fat) in completed.drain(..) {
@@ -145,6 +192,9 @@ pub fn verify_export(
             "was never reached by the entries",
         ));
     }
+    if let Some(error) = refused {
+        return Err(error);
+    }
     Ok(VerifyReport {
         size,
         root: latest.root,
@@ -157,11 +207,26 @@ pub fn verify_export(
 const HASH_WORKERS: u64 = 2;
 /// Bundles each hashing thread may run ahead of the tree builder.
 const QUEUED_BUNDLES: usize = 64;
+/// The same when whole bundles are kept for the caller: a bundle of maximal
+/// entries is 16 MiB, so this bounds the queues at about 128 MiB at worst.
+const QUEUED_BUNDLES_WITH_ENTRIES: usize = 4;
 
-/// Reads bundle `number`, checks every entry in it and returns their leaf hashes.
-fn hash_bundle(dir: &Path, number: u64, size: TreeSize) -> Result<Vec<Hash>, LedgerError> {
+/// An entry bundle's leaf hashes, and its bytes when the caller sees its entries.
+struct HashedBundle {
+    leaves: Vec<Hash>,
+    bytes: Option<Vec<u8>>,
+}
+
+/// Reads bundle `number`, checks every entry in it and returns their leaf hashes
+/// (and the bundle itself when `keep` is set).
+fn hash_bundle(
+    dir: &Path,
+    number: u64,
+    size: TreeSize,
+    keep: bool,
+) -> Result<HashedBundle, LedgerError> {
     let first = number * TILE_WIDTH as u64;
-    let width = (size.0 - first).min(TILE_WIDTH as u64) as usize;
+    let width = bundle_width(number, size);
     let path = tile_path(TileKind::Entries, number, width);
     let bundle = read(dir, &path)?;
     let entries = split_bundle(&bundle, first, width).map_err(|reason| failure(&path, reason))?;
@@ -172,7 +237,38 @@ fn hash_bundle(dir: &Path, number: u64, size: TreeSize) -> Result<Vec<Hash>, Led
             .map_err(|error| failure(format!("entry {index}"), error.to_string()))?;
         leaves.push(leaf_hash(entry));
     }
-    Ok(leaves)
+    Ok(HashedBundle {
+        leaves,
+        bytes: keep.then_some(bundle),
+    })
+}
+
+/// How many entries bundle `number` holds in a tree of `size`.
+fn bundle_width(number: u64, size: TreeSize) -> usize {
+    let first = number * TILE_WIDTH as u64;
+    (size.0 - first).min(TILE_WIDTH as u64) as usize
+}
+
+/// Shows the caller the entries of bundle `number` (already split and checked by
+/// [`hash_bundle`]); returns the failure for the first one it refuses.
+fn check_entries(
+    check: EntryCheck<'_>,
+    bundle: &[u8],
+    number: u64,
+    size: TreeSize,
+) -> Option<LedgerError> {
+    let first = number * TILE_WIDTH as u64;
+    let width = bundle_width(number, size);
+    let entries = match split_bundle(bundle, first, width) {
+        Ok(entries) => entries,
+        Err(reason) => return Some(failure(tile_path(TileKind::Entries, number, width), reason)),
+    };
+    (first..).zip(entries).find_map(|(index, entry)| {
+        let index = LeafIndex(index);
+        check(index, entry)
+            .err()
+            .map(|reason| failure(format!("entry {index}"), reason))
+    })
 }
 
 /// The `keys` file must list the trusted key first.
@@ -352,4 +448,110 @@ fn check_partial_tiles(dir: &Path, edge: &TreeEdge) -> Result<u64, LedgerError> 
         checked += 1;
     }
     Ok(checked)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::checkpoint::LogSigner;
+    use crate::entry::EntryDraft;
+    use crate::export::export;
+    use crate::log::{Log, Retention, SystemClock};
+    use crate::store::SledStore;
+
+    fn signer() -> LogSigner {
+        LogSigner::from_seed("verify.example/log", &[3u8; 32]).unwrap()
+    }
+
+    /// A log of `entries` entries (`{"n": N}`), appended in batches, exported.
+    fn exported(entries: u64) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SledStore::open(&dir.path().join("db")).unwrap());
+        let mut log =
+            Log::create(store, signer(), Arc::new(SystemClock), Retention::default()).unwrap();
+        let drafts: Vec<_> = (0..entries)
+            .map(|n| {
+                EntryDraft {
+                    kind: "test.entry".into(),
+                    actor: "writ".into(),
+                    workspace: "-".into(),
+                    fields: serde_json::json!({ "n": n }).as_object().cloned().unwrap(),
+                }
+                .prepare()
+                .unwrap()
+            })
+            .collect();
+        for chunk in drafts.chunks(100) {
+            log.append_batch(chunk).unwrap();
+        }
+        let out = dir.path().join("export");
+        export(&log, &out).unwrap();
+        (dir, out)
+    }
+
+    fn key() -> LogVerifier {
+        LogVerifier::from_verifier_key(&signer().verifier_key()).unwrap()
+    }
+
+    #[test]
+    fn every_entry_is_seen_once_in_order() {
+        // Three bundles, the last partial, spread over both hashing threads.
+        let (_dir, out) = exported(600);
+        let mut seen = Vec::new();
+        let report = verify_export_with(&out, &key(), &mut |_, _| {}, &mut |index, bytes| {
+            let header = check_entry(bytes, index).map_err(|error| error.to_string())?;
+            assert_eq!(header.kind, "test.entry");
+            seen.push(index.0);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(report.size, TreeSize(600));
+        assert_eq!(seen, (0..600).collect::<Vec<_>>());
+        assert_eq!(verify_export(&out, &key(), &mut |_, _| {}).unwrap(), report);
+    }
+
+    #[test]
+    fn a_refused_entry_fails_by_index_and_stops_the_calls() {
+        let (_dir, out) = exported(600);
+        let mut calls = 0;
+        let error = verify_export_with(&out, &key(), &mut |_, _| {}, &mut |index, _| {
+            calls += 1;
+            if index.0 == 300 {
+                Err("not what the caller wanted".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert_eq!(error.to_string(), "entry 300: not what the caller wanted");
+        assert_eq!(calls, 301);
+    }
+
+    #[test]
+    fn damage_is_reported_before_a_refused_entry() {
+        let (_dir, out) = exported(600);
+        // Damage entry 10's bytes; the caller refuses entry 5 before it.
+        let path = out.join(tile_path(TileKind::Entries, 0, TILE_WIDTH));
+        let mut bundle = std::fs::read(&path).unwrap();
+        let entries = split_bundle(&bundle, 0, TILE_WIDTH).unwrap();
+        let tenth = entries[10].as_ptr() as usize - bundle.as_ptr() as usize;
+        let digit = tenth + entries[10].len() - 3;
+        assert_eq!(bundle[digit], b'1');
+        bundle[digit] = b'2';
+        std::fs::write(&path, bundle).unwrap();
+        let error = verify_export_with(&out, &key(), &mut |_, _| {}, &mut |index, _| {
+            if index.0 == 5 {
+                Err("refused".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("does not match entry 10"),
+            "{error}"
+        );
+    }
 }
