@@ -197,6 +197,20 @@ async fn open_unsealed(
             clock,
         )?),
     });
+    let recovered = crate::grants::lifecycle::recover(&state)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "recording grant ends a crash kept from the ledger: {}",
+                error.message
+            )
+        })?;
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "recorded the ends of grants a crash kept from the ledger"
+        );
+    }
     crate::grants::lifecycle::spawn_sweeper(&state);
     record_start(&state, &verifier_key, unsealed).await?;
     tracing::info!(verifier_key = %verifier_key, "ledger open");

@@ -375,9 +375,10 @@ pub async fn revoke(
     let _ending = state.grants.transitions.write().await;
     let mut fields = Map::new();
     fields.insert("id".into(), json!(consent.id));
-    let entry = record_step(&state, "consent.revoked", &by, fields).await?;
     consent.state = ConsentState::Revoked;
     consent.ended_unix_ms = Some(state.grants.now());
+    state.grants.persist_consent(&consent)?;
+    let entry = record_step(&state, "consent.revoked", &by, fields).await?;
     consent.entries.insert("revoked".into(), entry);
     state.grants.put_consent(consent.clone())?;
     Ok(Json(json!(consent)))

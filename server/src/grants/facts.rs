@@ -115,7 +115,7 @@ pub async fn facts(
         let book = grants.book();
         let mut facts = Facts::default();
         let mut due = false;
-        for elevation in book.elevations.values() {
+        for elevation in book.live_elevations() {
             if elevation.state == ElevationState::Active && elevation.requester.uid_text() == who {
                 if elevation.deadline().is_some_and(|d| d <= now) {
                     due = true;
@@ -124,7 +124,7 @@ pub async fn facts(
                 }
             }
         }
-        for consent in book.consents.values() {
+        for consent in book.live_consents() {
             if consent.state == ConsentState::Active && consent.covers(&who, action, resource) {
                 if consent.expires_unix_ms <= now {
                     due = true;
@@ -133,7 +133,7 @@ pub async fn facts(
                 }
             }
         }
-        for gate in book.gates.values() {
+        for gate in book.live_gates() {
             if gate.state == GateState::Approved
                 && gate.requester.uid_text() == who
                 && gate.action == action

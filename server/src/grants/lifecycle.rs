@@ -54,9 +54,9 @@ pub(crate) async fn record_step(
 fn any_due(state: &AppState, now: UnixMs) -> bool {
     let book = state.grants.book();
     let due = |deadline: Option<UnixMs>| deadline.is_some_and(|d| d <= now);
-    book.elevations.values().any(|e| due(e.deadline()))
-        || book.gates.values().any(|g| due(g.deadline()))
-        || book.consents.values().any(|c| due(c.deadline()))
+    book.live_elevations().any(|e| due(e.deadline()))
+        || book.live_gates().any(|g| due(g.deadline()))
+        || book.live_consents().any(|c| due(c.deadline()))
 }
 
 /// Records every expiry that is due, each before it takes effect. Cheap when
@@ -73,18 +73,15 @@ pub async fn settle(state: &AppState) -> Result<(), ApiError> {
         let book = grants.book();
         let due = |deadline: Option<UnixMs>| deadline.is_some_and(|d| d <= now);
         (
-            book.elevations
-                .values()
+            book.live_elevations()
                 .filter(|e| due(e.deadline()))
                 .cloned()
                 .collect::<Vec<_>>(),
-            book.gates
-                .values()
+            book.live_gates()
                 .filter(|g| due(g.deadline()))
                 .cloned()
                 .collect::<Vec<_>>(),
-            book.consents
-                .values()
+            book.live_consents()
                 .filter(|c| due(c.deadline()))
                 .cloned()
                 .collect::<Vec<_>>(),
@@ -108,9 +105,10 @@ pub async fn settle(state: &AppState) -> Result<(), ApiError> {
         let by = Ender::kernel(&consent.workspace);
         let mut fields = Map::new();
         fields.insert("id".into(), json!(consent.id));
-        let entry = record_step(state, "consent.expired", &by, fields).await?;
         consent.state = ConsentState::Expired;
         consent.ended_unix_ms = Some(now);
+        grants.persist_consent(&consent)?;
+        let entry = record_step(state, "consent.expired", &by, fields).await?;
         consent.entries.insert("expired".into(), entry);
         grants.put_consent(consent)?;
     }
@@ -161,10 +159,11 @@ pub(crate) async fn end_elevation(
     if was == ElevationState::Active {
         fields.insert("leases_revoked".into(), json!(leases));
     }
-    let entry = record_step(state, kind, by, fields).await?;
     elevation.state = to;
     elevation.ended_unix_ms = Some(now);
     elevation.end_reason = Some(reason.unwrap_or_else(|| step.to_owned()));
+    state.grants.persist_elevation(&elevation)?;
+    let entry = record_step(state, kind, by, fields).await?;
     elevation.entries.insert(step.into(), entry);
     state.grants.put_elevation(elevation.clone())?;
     for lease in &leases {
@@ -187,4 +186,65 @@ pub fn spawn_sweeper(state: &Arc<AppState>) {
             }
         }
     });
+}
+
+/// Records the end entries a crash kept from the ledger: a grant stored as ended
+/// (its end is stored before it is recorded) whose entry is missing. Run once at
+/// start, before any request.
+pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
+    let (elevations, consents) = {
+        let book = state.grants.book();
+        let step = |s: ElevationState| match s {
+            ElevationState::Revoked => Some("revoked"),
+            ElevationState::Denied => Some("denied"),
+            ElevationState::Expired => Some("expired"),
+            _ => None,
+        };
+        (
+            book.elevations
+                .values()
+                .filter(|e| step(e.state).is_some_and(|s| !e.entries.contains_key(s)))
+                .cloned()
+                .collect::<Vec<_>>(),
+            book.consents
+                .values()
+                .filter(|c| match c.state {
+                    ConsentState::Revoked => !c.entries.contains_key("revoked"),
+                    ConsentState::Expired => !c.entries.contains_key("expired"),
+                    ConsentState::Active => false,
+                })
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    let recovered = elevations.len() + consents.len();
+    for mut elevation in elevations {
+        let (kind, step) = match elevation.state {
+            ElevationState::Revoked => ("break_glass.revoked", "revoked"),
+            ElevationState::Denied => ("break_glass.denied", "denied"),
+            _ => ("break_glass.expired", "expired"),
+        };
+        let mut fields = Map::new();
+        fields.insert("id".into(), json!(elevation.id));
+        fields.insert("recovered".into(), json!(true));
+        let by = Ender::kernel(&elevation.workspace);
+        let entry = record_step(state, kind, &by, fields).await?;
+        elevation.entries.insert(step.into(), entry);
+        state.grants.put_elevation(elevation)?;
+    }
+    for mut consent in consents {
+        let (kind, step) = if consent.state == ConsentState::Revoked {
+            ("consent.revoked", "revoked")
+        } else {
+            ("consent.expired", "expired")
+        };
+        let mut fields = Map::new();
+        fields.insert("id".into(), json!(consent.id));
+        fields.insert("recovered".into(), json!(true));
+        let by = Ender::kernel(&consent.workspace);
+        let entry = record_step(state, kind, &by, fields).await?;
+        consent.entries.insert(step.into(), entry);
+        state.grants.put_consent(consent)?;
+    }
+    Ok(recovered)
 }

@@ -22,7 +22,7 @@ pub mod lifecycle;
 pub mod records;
 pub mod statement;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -67,31 +67,69 @@ impl Default for GrantsConfig {
     }
 }
 
-/// Every grant the kernel knows, by id.
+/// Every grant the kernel knows, by id, and the ids of the live ones (pending,
+/// active or approved: with a deadline), so that a decision looks at those only
+/// however long the history grows.
 #[derive(Debug, Default)]
 pub struct Book {
     pub elevations: BTreeMap<String, Elevation>,
     pub gates: BTreeMap<String, Gate>,
     pub consents: BTreeMap<String, Consent>,
+    live: BTreeSet<String>,
 }
 
 impl Book {
-    /// How many grants are pending, active or approved (with a deadline).
-    fn live(&self) -> usize {
-        self.elevations
+    fn new(
+        elevations: BTreeMap<String, Elevation>,
+        gates: BTreeMap<String, Gate>,
+        consents: BTreeMap<String, Consent>,
+    ) -> Self {
+        let live = elevations
             .values()
             .filter(|e| e.deadline().is_some())
-            .count()
-            + self
-                .gates
-                .values()
-                .filter(|g| g.deadline().is_some())
-                .count()
-            + self
-                .consents
-                .values()
-                .filter(|c| c.deadline().is_some())
-                .count()
+            .map(|e| e.id.clone())
+            .chain(
+                gates
+                    .values()
+                    .filter(|g| g.deadline().is_some())
+                    .map(|g| g.id.clone()),
+            )
+            .chain(
+                consents
+                    .values()
+                    .filter(|c| c.deadline().is_some())
+                    .map(|c| c.id.clone()),
+            )
+            .collect();
+        Self {
+            elevations,
+            gates,
+            consents,
+            live,
+        }
+    }
+
+    fn track(&mut self, id: &str, live: bool) {
+        if live {
+            self.live.insert(id.to_owned());
+        } else {
+            self.live.remove(id);
+        }
+    }
+
+    /// Pending and active elevations.
+    pub fn live_elevations(&self) -> impl Iterator<Item = &Elevation> {
+        self.live.iter().filter_map(|id| self.elevations.get(id))
+    }
+
+    /// Pending and approved gates.
+    pub fn live_gates(&self) -> impl Iterator<Item = &Gate> {
+        self.live.iter().filter_map(|id| self.gates.get(id))
+    }
+
+    /// Active consents.
+    pub fn live_consents(&self) -> impl Iterator<Item = &Consent> {
+        self.live.iter().filter_map(|id| self.consents.get(id))
     }
 }
 
@@ -145,12 +183,8 @@ impl Grants {
         let elevations = state_db.open_tree("grants.elevations")?;
         let gates = state_db.open_tree("grants.gates")?;
         let consents = state_db.open_tree("grants.consents")?;
-        let book = Book {
-            elevations: load(&elevations)?,
-            gates: load(&gates)?,
-            consents: load(&consents)?,
-        };
-        let live = AtomicUsize::new(book.live());
+        let book = Book::new(load(&elevations)?, load(&gates)?, load(&consents)?);
+        let live = AtomicUsize::new(book.live.len());
         Ok(Self {
             clock,
             config,
@@ -181,13 +215,27 @@ impl Grants {
     }
 
     fn recount(&self, book: &Book) {
-        self.live.store(book.live(), Ordering::SeqCst);
+        self.live.store(book.live.len(), Ordering::SeqCst);
+    }
+
+    /// Stores an elevation that is about to end, without changing the book: the
+    /// end is then recorded, and only then put in the book. A crash in between
+    /// leaves it ended with no end entry, which `lifecycle::recover` records at
+    /// the next start; it never comes back to life.
+    pub(crate) fn persist_elevation(&self, elevation: &Elevation) -> Result<(), ApiError> {
+        save(&self.elevations, &elevation.id, elevation)
+    }
+
+    /// `persist_elevation` for a consent.
+    pub(crate) fn persist_consent(&self, consent: &Consent) -> Result<(), ApiError> {
+        save(&self.consents, &consent.id, consent)
     }
 
     /// Stores an elevation and puts it in the book.
     pub(crate) fn put_elevation(&self, elevation: Elevation) -> Result<(), ApiError> {
         save(&self.elevations, &elevation.id, &elevation)?;
         let mut book = self.book();
+        book.track(&elevation.id, elevation.deadline().is_some());
         book.elevations.insert(elevation.id.clone(), elevation);
         self.recount(&book);
         Ok(())
@@ -196,6 +244,7 @@ impl Grants {
     pub(crate) fn put_gate(&self, gate: Gate) -> Result<(), ApiError> {
         save(&self.gates, &gate.id, &gate)?;
         let mut book = self.book();
+        book.track(&gate.id, gate.deadline().is_some());
         book.gates.insert(gate.id.clone(), gate);
         self.recount(&book);
         Ok(())
@@ -204,6 +253,7 @@ impl Grants {
     pub(crate) fn put_consent(&self, consent: Consent) -> Result<(), ApiError> {
         save(&self.consents, &consent.id, &consent)?;
         let mut book = self.book();
+        book.track(&consent.id, consent.deadline().is_some());
         book.consents.insert(consent.id.clone(), consent);
         self.recount(&book);
         Ok(())
