@@ -12,9 +12,10 @@ use writ_ledger::files::read_bounded;
 use writ_ledger::log::Retention;
 use writ_ledger::prove::ExportReader;
 use writ_ledger::receipt::verify_receipt;
-use writ_ledger::verify::verify_export;
+use writ_ledger::verify::{verify_export_with, VerifyReport};
 use writ_ledger::writer::BatchConfig;
 use writ_ledger::{LeafIndex, LogVerifier, Receipt, TreeSize};
+use writ_server::grants::statement::{LedgerSignatureChecker, SignatureReport};
 
 use crate::bench;
 
@@ -302,14 +303,19 @@ fn verify(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
+    // Every entry also goes through the signed-statement rules, in index order.
+    let mut checker = LedgerSignatureChecker::new();
+    let mut check = |index: LeafIndex, bytes: &[u8]| checker.check(index.0, bytes);
     if let Some(url) = url {
         let started = Instant::now();
         let result = crate::verify_url::verify_url(
             url,
             &key.to_verifier_key(),
             std::io::stderr().is_terminal(),
+            &mut check,
         )
-        .map_err(|error| format!("{error:#}"));
+        .map_err(|error| format!("{error:#}"))
+        .map(|report| (report, checker.finish()));
         return report_verify(result, started.elapsed().as_secs_f64(), json);
     }
     let Some(export) = export else {
@@ -332,21 +338,24 @@ fn verify(
             bar.set_position(done);
         }
     };
-    let result = verify_export(export, &key, &mut progress);
+    let result = verify_export_with(export, &key, &mut progress, &mut check);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
     let seconds = started.elapsed().as_secs_f64();
-    report_verify(result.map_err(|error| error.to_string()), seconds, json)
+    let result = result
+        .map_err(|error| error.to_string())
+        .map(|report| (report, checker.finish()));
+    report_verify(result, seconds, json)
 }
 
 fn report_verify(
-    result: Result<writ_ledger::verify::VerifyReport, String>,
+    result: Result<(VerifyReport, SignatureReport), String>,
     seconds: f64,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     match result {
-        Ok(report) => {
+        Ok((report, signatures)) => {
             if json {
                 println!(
                     "{}",
@@ -356,16 +365,24 @@ fn report_verify(
                         "root": report.root.to_base64(),
                         "checkpoints": report.checkpoints,
                         "hash_tiles": report.hash_tiles,
+                        "signed_statements": signatures.signed_entries_checked,
+                        "required_approvals": signatures.required_approvals_checked,
+                        "signing_keys": signatures.keys_registered,
                         "seconds": seconds,
                         "entries_per_sec": report.size.0 as f64 / seconds.max(1e-9),
                     })
                 );
             } else {
                 println!(
-                    "ok: {} entries, {} checkpoints, {} hash tiles verified; root {} ({:.2}s)",
+                    "ok: {} entries, {} checkpoints, {} hash tiles verified; \
+                     {} signed statements checked ({} required approvals, {} signing keys); \
+                     root {} ({:.2}s)",
                     report.size,
                     report.checkpoints,
                     report.hash_tiles,
+                    signatures.signed_entries_checked,
+                    signatures.required_approvals_checked,
+                    signatures.keys_registered,
                     report.root.to_base64(),
                     seconds
                 );

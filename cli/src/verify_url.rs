@@ -1,7 +1,8 @@
 //! Verifying a live log over HTTP: fetch its C2SP tlog-tiles (the checkpoint, every
 //! entry bundle and hash tile the checkpoint's size needs) into a temporary
 //! directory laid out as `writ ledger export` writes, then verify that directory
-//! offline with `verify_export`, exactly as an export is verified.
+//! offline with `verify_export_with`, exactly as an export is verified (the
+//! caller's entry check included).
 //!
 //! Nothing fetched is trusted: the checkpoint's signature is checked before any tile
 //! is fetched (the size it claims decides how much is fetched), every response is
@@ -24,7 +25,7 @@ use writ_ledger::entry::MAX_ENTRY_BYTES;
 use writ_ledger::hash::HASH_LEN;
 use writ_ledger::tile_reader::{tiles_of, width_at};
 use writ_ledger::tilepath::{TileKind, TileRef};
-use writ_ledger::verify::{verify_export, VerifyReport};
+use writ_ledger::verify::{verify_export_with, EntryCheck, VerifyReport};
 use writ_ledger::{LogVerifier, TreeSize};
 
 /// Every request is abandoned after this long.
@@ -35,8 +36,14 @@ const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
 const ATTEMPTS: usize = 10;
 
 /// Fetches the log at `base` (such as `http://127.0.0.1:7700/ledger`) and verifies
-/// it with the verifier key string `key`; `progress` draws progress bars on stderr.
-pub(crate) fn verify_url(base: &str, key: &str, progress: bool) -> anyhow::Result<VerifyReport> {
+/// it with the verifier key string `key`, showing `on_entry` every entry in index
+/// order; `progress` draws progress bars on stderr.
+pub(crate) fn verify_url(
+    base: &str,
+    key: &str,
+    progress: bool,
+    on_entry: EntryCheck<'_>,
+) -> anyhow::Result<VerifyReport> {
     let key = LogVerifier::from_verifier_key(key.trim()).context("--key is not a verifier key")?;
     let parsed = url::Url::parse(base).with_context(|| format!("`{base}` is not a URL"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -54,10 +61,15 @@ pub(crate) fn verify_url(base: &str, key: &str, progress: bool) -> anyhow::Resul
         progress,
         "{bar:40} {pos}/{len} entries verified {per_sec} eta {eta}",
     );
-    let report = verify_export(dir.path(), &key, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    });
+    let report = verify_export_with(
+        dir.path(),
+        &key,
+        &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+        on_entry,
+    );
     bar.finish_and_clear();
     Ok(report?)
 }
