@@ -115,6 +115,7 @@ pub fn router(state: Shared, ledger: Router) -> Router {
         .route("/v1/vault/retire", post(vault_api::retire))
         .route("/v1/vault/sealer", post(vault_api::set_sealer))
         .route("/v1/vault/leases", get(vault_api::list_leases))
+        .route("/v1/vault/leases/{id}", get(vault_api::check_lease))
         .route(
             "/v1/vault/leases/{id}/revoke",
             post(vault_api::revoke_lease),

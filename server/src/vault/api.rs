@@ -475,6 +475,44 @@ pub async fn list_leases(
     Ok(Json(json!({"leases": leases})))
 }
 
+/// A holder checks its lease before it uses the value: 200 while it is live,
+/// 410 `lease_ended` once it expired or was revoked (by an operator, or because
+/// the elevation it was revealed under ended). Leases of others are not found.
+pub async fn check_lease(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    let missing = || {
+        ApiError::not_found(format!(
+            "no lease `{}` of yours",
+            id.chars().take(64).collect::<String>()
+        ))
+    };
+    let lease = state
+        .vault
+        .leases
+        .get(&id)
+        .map_err(|error| ApiError::internal("reading the lease", &error))?
+        .filter(|lease| lease.holder == principal.entity().to_string())
+        .ok_or_else(missing)?;
+    let now = crate::unix_now_ms();
+    if !lease.is_live(now) {
+        let how = if lease.revoked_unix_ms.is_some() {
+            "was revoked"
+        } else {
+            "has expired"
+        };
+        return Err(ApiError::new(
+            axum::http::StatusCode::GONE,
+            "lease_ended",
+            format!("lease `{}` {how}: stop using its value", lease.id),
+        ));
+    }
+    Ok(Json(json!({"lease": lease, "live": true})))
+}
+
 pub async fn revoke_lease(
     State(state): State<Shared>,
     headers: HeaderMap,

@@ -398,3 +398,81 @@ async fn owner_elevations_need_signed_approvals() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn two_approvals_when_configured_each_by_a_different_approver() {
+    let kernel = Kernel::start_with(GrantsSection {
+        break_glass_approvals: Some(2),
+        break_glass_max_duration: Some("1h".into()),
+        ..GrantsSection::default()
+    })
+    .await;
+    let (status, body) = request(&kernel, "carol", "admin", "2h").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("duration_too_long"))
+    );
+    let (_, elevation) = request(&kernel, "carol", "admin", "45m").await;
+    assert_eq!(elevation["approvals_required"], 2);
+    let id = elevation["id"].as_str().unwrap().to_owned();
+    let (_, first) = step(&kernel, "bob", &id, "approve", json!({})).await;
+    assert_eq!(first["state"], "pending");
+    let (status, _) = step(&kernel, "bob", &id, "approve", json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "the same approver counts once"
+    );
+    assert_eq!(
+        kernel
+            .authorize("carol", "deploy", ("Environment", "staging"))
+            .await["decision"],
+        "deny"
+    );
+    let (_, second) = step(&kernel, "alice", &id, "approve", json!({})).await;
+    assert_eq!(second["state"], "active");
+    assert_eq!(
+        kernel
+            .authorize("carol", "deploy", ("Environment", "staging"))
+            .await["decision"],
+        "allow"
+    );
+}
+
+#[tokio::test]
+async fn a_denied_request_never_activates() {
+    let kernel = Kernel::start().await;
+    let (_, elevation) = request(&kernel, "carol", "admin", "30m").await;
+    let id = elevation["id"].as_str().unwrap().to_owned();
+    let (status, _) = step(&kernel, "carol", &id, "deny", json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = step(
+        &kernel,
+        "alice",
+        &id,
+        "deny",
+        json!({"comment": "use the runbook"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("denied"))
+    );
+    let (status, _) = step(&kernel, "bob", &id, "approve", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        kernel
+            .authorize("carol", "deploy", ("Environment", "staging"))
+            .await["decision"],
+        "deny"
+    );
+    let denied = kernel
+        .ledger()
+        .into_iter()
+        .find(|e| e["kind"] == "break_glass.denied")
+        .unwrap();
+    assert_eq!(
+        (denied["id"].as_str(), denied["comment"].as_str()),
+        (Some(id.as_str()), Some("use the runbook"))
+    );
+}

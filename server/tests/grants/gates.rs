@@ -232,6 +232,22 @@ async fn leases_revealed_under_an_elevation_end_with_it() {
     let (status, released) = reveal(&kernel, "carol").await;
     assert_eq!(status, StatusCode::OK, "{released}");
     let lease = released["lease"]["id"].as_str().unwrap().to_owned();
+    let (status, checked) = kernel
+        .call("carol", "GET", &format!("/v1/vault/leases/{lease}"), None)
+        .await;
+    assert_eq!(
+        (status, checked["live"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{checked}"
+    );
+    let (status, _) = kernel
+        .call("bob", "GET", &format!("/v1/vault/leases/{lease}"), None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another principal's lease is not confirmed"
+    );
     let operator = kernel.operator.clone();
     let (_, leases) = kernel
         .call_as(&operator, "GET", "/v1/vault/leases", None)
@@ -251,6 +267,15 @@ async fn leases_revealed_under_an_elevation_end_with_it() {
         .call_as(&operator, "GET", "/v1/vault/leases", None)
         .await;
     assert!(!leases.to_string().contains(&lease), "{leases}");
+    // The holder's next check is refused.
+    let (status, ended) = kernel
+        .call("carol", "GET", &format!("/v1/vault/leases/{lease}"), None)
+        .await;
+    assert_eq!(
+        (status, ended["error"]["code"].as_str()),
+        (StatusCode::GONE, Some("lease_ended")),
+        "{ended}"
+    );
     let revoked = kernel
         .ledger()
         .into_iter()
