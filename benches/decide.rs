@@ -14,6 +14,13 @@
 //!   `decide` then extends the snapshot's entities with it for this one request.
 //! - `decide/file_read_vetted`: the same, including `Snapshot::request_entities`,
 //!   which parses and vets the kernel-built entity (what the server does per call).
+//! - `decide/elevated`: a viewer with an active break-glass elevation to admin
+//!   creates a work item (allow, `workitem-write`): `decide_with_parents` copies
+//!   the snapshot's entities and re-inserts the principal with the extra role,
+//!   so its cost grows with the entity store; compare with `read_allow`.
+//! - `decide/consent`: an agent without a role reads a work item under a consent
+//!   (allow, `consent-scope`): the kernel-built `Consent` entity is vetted and
+//!   given as `context.consent`, as the server does.
 //! - `decide_batch/10`: `Snapshot::decide_batch` of ten mixed requests; the
 //!   throughput is per decision.
 //!
@@ -92,6 +99,11 @@ fn engine() -> Engine {
                 "parents": [{"type": "Role", "id": "agent"}],
             }));
         }
+        entities.push(json!({
+            "uid": {"type": "Agent", "id": format!("{}-roleless", workspace(w))},
+            "attrs": {"workspace": in_workspace(w), "stopped": false},
+            "parents": [],
+        }));
         for i in 0..WORK_ITEMS_PER_WORKSPACE {
             entities.push(json!({
                 "uid": {"type": "WorkItem", "id": format!("{}-w{i}", workspace(w))},
@@ -170,6 +182,43 @@ fn decide(criterion: &mut Criterion, snapshot: &Snapshot) {
     check(snapshot, &file_read, true, "file-agent-read");
     let file_value = kernel_file("ws0", "src/main.rs");
     let no_reserved = BTreeSet::new();
+    let elevated = request(
+        ("User", "ws0-user4"),
+        "workitem.create",
+        ("WorkItem", "ws0-w3"),
+    );
+    let admin = [entity_uid("Role", "admin").expect("a valid role")];
+    assert!(
+        !snapshot
+            .decide(&elevated)
+            .expect("a well-formed request")
+            .allow,
+        "a viewer without the elevation may not create work items"
+    );
+    let decision = snapshot
+        .decide_with_parents(&elevated, &admin)
+        .expect("the elevated request is well formed");
+    assert_eq!(decision.reasons, ["workitem-write"], "{decision:?}");
+    let consent_value = json!({
+        "uid": {"type": "Consent", "id": "cs_bench"},
+        "attrs": {"workspace": in_workspace(0), "grantor": {"__entity": {"type": "User", "id": "ws0-user0"}}},
+        "parents": [],
+    });
+    let consented = |snapshot: &Snapshot| {
+        let entities = snapshot
+            .request_entities(std::slice::from_ref(&consent_value), &no_reserved)
+            .expect("the kernel-built consent is accepted");
+        DecisionRequest {
+            entities,
+            context: json!({"consent": {"__entity": {"type": "Consent", "id": "cs_bench"}}}),
+            ..request(("Agent", "ws0-roleless"), "read", ("WorkItem", "ws0-w3"))
+        }
+    };
+    let consent_request = consented(snapshot);
+    let decision = snapshot
+        .decide(&consent_request)
+        .expect("the consented request is well formed");
+    assert_eq!(decision.reasons, ["consent-scope"], "{decision:?}");
 
     let mut group = criterion.benchmark_group("decide");
     group.throughput(Throughput::Elements(1));
@@ -181,6 +230,12 @@ fn decide(criterion: &mut Criterion, snapshot: &Snapshot) {
     });
     group.bench_function("file_read", |b| {
         b.iter(|| snapshot.decide(black_box(&file_read)))
+    });
+    group.bench_function("elevated", |b| {
+        b.iter(|| snapshot.decide_with_parents(black_box(&elevated), &admin))
+    });
+    group.bench_function("consent", |b| {
+        b.iter(|| snapshot.decide(&consented(black_box(snapshot))))
     });
     group.bench_function("file_read_vetted", |b| {
         b.iter(|| {

@@ -82,7 +82,10 @@ pub async fn decide(
 
 /// A principal acts only as the entity its token names, in the workspace its token
 /// names: a stored entity of another workspace is refused.
-fn check_principal_entity(snapshot: &Snapshot, principal: &Principal) -> Result<(), ApiError> {
+pub(crate) fn check_principal_entity(
+    snapshot: &Snapshot,
+    principal: &Principal,
+) -> Result<(), ApiError> {
     let Some(workspace) = principal.workspace() else {
         return Ok(());
     };

@@ -102,7 +102,7 @@ pub async fn open(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let principal = state.principal(&headers)?;
-    let (requester, workspace) = member(&principal)?;
+    let (requester, workspace) = member(&state, &principal)?;
     let body: OpenBody = parse(body)?;
     let reason = optional_text("reason", body.reason.as_deref())?;
     let entry = own_decision(&state, &principal, &body.decision_id).await?;
@@ -215,7 +215,7 @@ async fn decide_gate(
     approve: bool,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (reviewer, workspace) = user(&principal, "reviewing an approval request")?;
+    let (reviewer, workspace) = user(&state, &principal, "reviewing an approval request")?;
     let body: StepBody = parse(body)?;
     let comment = optional_text("comment", body.comment.as_deref())?;
     settle(&state).await?;
@@ -322,7 +322,7 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (_, workspace) = member(&principal)?;
+    let (_, workspace) = member(&state, &principal)?;
     settle(&state).await?;
     let book = state.grants.book();
     let gates: Vec<&Gate> = book
@@ -340,7 +340,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    member(&principal)?;
+    member(&state, &principal)?;
     settle(&state).await?;
     Ok(Json(json!(find(&state, &principal, &id)?)))
 }

@@ -29,20 +29,31 @@ pub fn parse<T: DeserializeOwned>(body: JsonBody) -> Result<T, ApiError> {
         .map_err(|error| ApiError::unprocessable("invalid_body", error.to_string()))
 }
 
-/// A member of a workspace: its party and workspace. Operators have none.
-pub fn member(principal: &Principal) -> Result<(Party, String), ApiError> {
+/// A member of a workspace: its party and workspace. Operators have none, and a
+/// token's workspace must be the one its principal's stored entity names.
+pub fn member(state: &AppState, principal: &Principal) -> Result<(Party, String), ApiError> {
     let workspace = principal
         .workspace()
         .ok_or_else(|| ApiError::forbidden("grants belong to a workspace; an operator has none"))?;
+    crate::authorize::check_principal_entity(&state.engine.snapshot(), principal)?;
     Ok((Party::of(principal), workspace.as_str().to_owned()))
 }
 
 /// A User of a workspace (break-glass and consents are for people).
-pub fn user(principal: &Principal, what: &str) -> Result<(Party, String), ApiError> {
+pub fn user(
+    state: &AppState,
+    principal: &Principal,
+    what: &str,
+) -> Result<(Party, String), ApiError> {
     if principal.kind() != PrincipalKind::User {
         return Err(ApiError::forbidden(format!("{what} is for Users only")));
     }
-    member(principal)
+    member(state, principal)
+}
+
+/// Where a principal's signing key is stored: its workspace and uid.
+pub fn signing_key_slot(workspace: &str, principal: &str) -> String {
+    format!("{workspace}\u{1f}{principal}")
 }
 
 /// A required free text (reason): not blank, at most `MAX_TEXT` bytes. Kept as
@@ -148,12 +159,13 @@ pub async fn decide_standing(
 /// The public key a principal registered, if any: (key id, key).
 pub fn registered_key(
     state: &AppState,
+    workspace: &str,
     principal: &str,
 ) -> Result<Option<(String, ed25519_dalek::VerifyingKey)>, ApiError> {
     let Some(bytes) = state
         .grants
         .signing_keys
-        .get(principal.as_bytes())
+        .get(signing_key_slot(workspace, principal).as_bytes())
         .map_err(|error| ApiError::internal("reading a signing key", &error))?
     else {
         return Ok(None);
@@ -197,7 +209,8 @@ pub fn check_signature(
         )
     })?;
     let actor = principal.entity().to_string();
-    let Some((_, key)) = registered_key(state, &actor)? else {
+    let workspace = principal.workspace().map_or("-", |w| w.as_str()).to_owned();
+    let Some((_, key)) = registered_key(state, &workspace, &actor)? else {
         return Err(ApiError::forbidden(
             "you have no registered signing key (PUT /v1/signing-key)",
         )

@@ -231,7 +231,7 @@ pub async fn grant(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let principal = state.principal(&headers)?;
-    let (grantor, workspace) = user(&principal, "granting a consent")?;
+    let (grantor, workspace) = user(&state, &principal, "granting a consent")?;
     for field in ["role", "roles"] {
         if body.0.get(field).is_some() {
             return Err(refused(
@@ -351,7 +351,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (revoker, workspace) = user(&principal, "revoking a consent")?;
+    let (revoker, workspace) = user(&state, &principal, "revoking a consent")?;
     settle(&state).await?;
     let consent = find(&state, &principal, &id)?;
     decide_standing(&state, &principal, "consent.revoke", &consent.entity()).await?;
@@ -390,7 +390,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (me, workspace) = member(&principal)?;
+    let (me, workspace) = member(&state, &principal)?;
     settle(&state).await?;
     let book = state.grants.book();
     let consents: Vec<&Consent> = book

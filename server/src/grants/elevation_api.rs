@@ -91,7 +91,7 @@ pub async fn request(
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let principal = state.principal(&headers)?;
-    let (requester, workspace) = user(&principal, "break-glass")?;
+    let (requester, workspace) = user(&state, &principal, "break-glass")?;
     let body: RequestBody = parse(body)?;
     let reason = required_text("reason", &body.reason)?;
     known_role(&state, &body.role)?;
@@ -160,6 +160,12 @@ pub async fn request(
     );
     fields.insert("signed_approvals".into(), json!(elevation.signed_approvals));
     fields.insert("emergency".into(), json!(body.emergency));
+    let by = Ender {
+        actor: elevation.requester.uid_text(),
+        workspace,
+    };
+    // Under the steps lock: no key registration can slip between check and record.
+    let _steps = state.grants.steps.lock().await;
     if let Some(signature) = check_signature(
         &state,
         &principal,
@@ -170,11 +176,6 @@ pub async fn request(
     )? {
         fields.insert("signature".into(), signature);
     }
-    let by = Ender {
-        actor: elevation.requester.uid_text(),
-        workspace,
-    };
-    let _steps = state.grants.steps.lock().await;
     let entry = record_step(&state, "break_glass.requested", &by, fields).await?;
     elevation.entries.insert("requested".into(), entry);
     if body.emergency {
@@ -238,7 +239,7 @@ pub async fn approve(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (approver, workspace) = user(&principal, "approving break-glass")?;
+    let (approver, workspace) = user(&state, &principal, "approving break-glass")?;
     let body: StepBody = parse(body)?;
     let comment = optional_text("comment", body.comment.as_deref())?;
     settle(&state).await?;
@@ -310,7 +311,7 @@ pub async fn deny(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (denier, workspace) = user(&principal, "denying break-glass")?;
+    let (denier, workspace) = user(&state, &principal, "denying break-glass")?;
     let body: StepBody = parse(body)?;
     let comment = optional_text("comment", body.comment.as_deref())?;
     settle(&state).await?;
@@ -357,7 +358,7 @@ pub async fn revoke(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (revoker, workspace) = user(&principal, "revoking break-glass")?;
+    let (revoker, workspace) = user(&state, &principal, "revoking break-glass")?;
     let body: RevokeBody = parse(body)?;
     let reason = required_text("reason", &body.reason)?;
     settle(&state).await?;
@@ -400,7 +401,7 @@ pub async fn review(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (reviewer, workspace) = user(&principal, "reviewing break-glass")?;
+    let (reviewer, workspace) = user(&state, &principal, "reviewing break-glass")?;
     let body: StepBody = parse(body)?;
     if body.signature.is_some() {
         return Err(ApiError::unprocessable(
@@ -464,7 +465,7 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (_, workspace) = member(&principal)?;
+    let (_, workspace) = member(&state, &principal)?;
     settle(&state).await?;
     let book = state.grants.book();
     let elevations: Vec<&Elevation> = book
@@ -486,7 +487,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    member(&principal)?;
+    member(&state, &principal)?;
     settle(&state).await?;
     Ok(Json(json!(find(&state, &principal, &id)?)))
 }

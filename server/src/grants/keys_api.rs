@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::common::{parse, registered_key, user};
+use super::common::{parse, registered_key, signing_key_slot, user};
 use super::lifecycle::{record_step, Ender};
 use super::statement;
 use crate::error::ApiError;
@@ -27,7 +27,7 @@ pub async fn register(
     body: JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (me, workspace) = user(&principal, "a signing key")?;
+    let (me, workspace) = user(&state, &principal, "a signing key")?;
     let body: RegisterBody = parse(body)?;
     let key = statement::parse_public_key(&body.public_key)
         .map_err(|error| ApiError::unprocessable("invalid_public_key", error.to_string()))?;
@@ -35,6 +35,7 @@ pub async fn register(
     let mut fields = Map::new();
     fields.insert("key_id".into(), json!(key_id));
     fields.insert("public_key".into(), json!(body.public_key.trim()));
+    let slot = signing_key_slot(&workspace, &me.uid_text());
     let by = Ender {
         actor: me.uid_text(),
         workspace,
@@ -47,7 +48,7 @@ pub async fn register(
     state
         .grants
         .signing_keys
-        .insert(me.uid_text().as_bytes(), bytes)
+        .insert(slot.as_bytes(), bytes)
         .and_then(|_| state.grants.signing_keys.flush())
         .map_err(|error| ApiError::internal("storing a signing key", &error))?;
     Ok(Json(json!({"key_id": key_id, "entry": entry})))
@@ -58,8 +59,8 @@ pub async fn show(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
-    let (me, _) = user(&principal, "a signing key")?;
-    match registered_key(&state, &me.uid_text())? {
+    let (me, workspace) = user(&state, &principal, "a signing key")?;
+    match registered_key(&state, &workspace, &me.uid_text())? {
         Some((key_id, key)) => {
             use base64::Engine as _;
             Ok(Json(json!({
