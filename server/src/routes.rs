@@ -145,6 +145,7 @@ pub fn router(state: Shared, ledger: Router) -> Router {
             "/v1/signing-key",
             get(keys_api::show).put(keys_api::register),
         )
+        .route("/v1/whoami", get(whoami))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -154,6 +155,16 @@ pub fn router(state: Shared, ledger: Router) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Who the bearer token says the caller is: what a client signs statements as.
+async fn whoami(
+    State(state): State<Shared>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers)?;
+    let (actor, workspace) = crate::state::actor_and_workspace(&principal);
+    Ok(Json(json!({"principal": actor, "workspace": workspace})))
 }
 
 async fn healthz() -> Json<Value> {

@@ -317,6 +317,11 @@ async fn owner_elevations_need_signed_approvals() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
+    let (status, me) = kernel.call("bob", "GET", "/v1/whoami", None).await;
+    assert_eq!(
+        (status, me["principal"].as_str(), me["workspace"].as_str()),
+        (StatusCode::OK, Some("User::\"bob\""), Some("acme"))
+    );
     let (status, elevation) = request(&kernel, "carol", "owner", "30m").await;
     assert_eq!(status, StatusCode::CREATED, "{elevation}");
     assert_eq!(elevation["signed_approvals"], true);
