@@ -3,9 +3,9 @@
 //!
 //! Requests and approvals can be signed with the caller's own Ed25519 key
 //! (`--sign-key FILE`, a `writ-statement-v1` statement), so that the server's operator
-//! cannot forge them. The server has no endpoint that tells a caller who its token
-//! says it is, so a signer names itself with `--as` and `--workspace`; the server
-//! refuses a statement whose actor or workspace is not the token's.
+//! cannot forge them. The statement names the signer's principal and workspace as
+//! the server records them; they are asked from the server (`GET /v1/whoami`, what the
+//! token says), so the statement matches the entry it will be recorded in.
 //!
 //! A key file's contents are never printed, neither on success nor in an error.
 
@@ -297,19 +297,13 @@ pub(crate) struct Output {
     json: bool,
 }
 
-/// Signing with your own key: the key file and who you are to the server.
+/// Signing with your own key.
 #[derive(Debug, Args)]
 pub(crate) struct Signer {
-    /// Sign with the Ed25519 key in FILE (see `writ signing-key generate`); needs
-    /// `--as` and `--workspace`.
-    #[arg(long, value_name = "FILE", requires_all = ["actor", "workspace"])]
+    /// Sign with the Ed25519 key in FILE (see `writ signing-key generate`), as the
+    /// principal and workspace your token is (asked from the server).
+    #[arg(long, value_name = "FILE")]
     sign_key: Option<PathBuf>,
-    /// Who your token says you are, e.g. `User::"alice"` (signed, so it must match).
-    #[arg(long = "as", value_name = "PRINCIPAL", requires = "sign_key")]
-    actor: Option<String>,
-    /// Your token's workspace (signed, so it must match).
-    #[arg(long, requires = "sign_key")]
-    workspace: Option<String>,
 }
 
 /// Who signs a statement, as the server records it in the entry.
@@ -340,38 +334,33 @@ impl StatementKind {
 }
 
 impl Signer {
-    /// The key file and the identity to sign as, or `None` when not signing.
-    fn parts(&self) -> anyhow::Result<Option<(&Path, Identity)>> {
+    /// The key file and who signs, or `None` when not signing. Asks the server who the
+    /// token is only when signing.
+    fn resolve(&self, connection: &Connection) -> anyhow::Result<Option<(&Path, Identity)>> {
         let Some(key) = self.sign_key.as_deref() else {
             return Ok(None);
         };
-        // clap enforces these (`requires_all`); this is for a caller that bypasses it.
-        let (Some(actor), Some(workspace)) = (&self.actor, &self.workspace) else {
-            bail!("--sign-key needs --as and --workspace");
-        };
-        Ok(Some((key, identity(actor, workspace)?)))
+        let answer = connection
+            .call("GET", "/v1/whoami", None)
+            .context("cannot ask the server who the token is, which a signed statement names")?;
+        Ok(Some((key, identity_from_whoami(&answer)?)))
     }
 }
 
-/// Checks the shape of `--as` and `--workspace`: the statement must carry the text the
-/// server writes as the entry's actor, so only the plain form `Type::"id"` is taken.
-fn identity(actor: &str, workspace: &str) -> anyhow::Result<Identity> {
-    let well_formed = actor.split_once("::").is_some_and(|(kind, id)| {
-        let kind_ok = kind.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        let inner = id.strip_prefix('"').and_then(|id| id.strip_suffix('"'));
-        kind_ok
-            && inner.is_some_and(|inner| {
-                !inner.is_empty()
-                    && !inner.contains(['"', '\\'])
-                    && !inner.contains(char::is_control)
-            })
-    });
-    if !well_formed {
-        bail!("`{actor}` is not a principal of the form `User::\"alice\"`");
-    }
-    if workspace.is_empty() || workspace.contains(char::is_control) {
-        bail!("`{workspace}` is not a workspace id");
+/// The principal and workspace of a `GET /v1/whoami` answer, exactly as the server
+/// writes them in entries. Only a principal of a workspace signs.
+fn identity_from_whoami(answer: &Value) -> anyhow::Result<Identity> {
+    let actor = answer
+        .get("principal")
+        .and_then(Value::as_str)
+        .filter(|actor| !actor.is_empty())
+        .context("the server's whoami answer has no principal")?;
+    let workspace = answer
+        .get("workspace")
+        .and_then(Value::as_str)
+        .context("the server's whoami answer has no workspace")?;
+    if workspace.is_empty() || workspace == "-" {
+        bail!("`{actor}` has no workspace: only Users of a workspace sign statements");
     }
     Ok(Identity {
         actor: actor.to_owned(),
@@ -477,13 +466,13 @@ fn decision_body(
     kind: StatementKind,
     id: &str,
     comment: Option<&str>,
-    signer: &Signer,
+    signing: Option<(&Path, Identity)>,
 ) -> anyhow::Result<Value> {
     let mut body = Map::new();
     if let Some(comment) = comment {
         body.insert("comment".into(), comment.into());
     }
-    if let Some((key, who)) = signer.parts()? {
+    if let Some((key, who)) = signing {
         let statement = decision_statement(kind, &who, id, comment);
         body.insert("signature".into(), sign_with(key, statement)?);
     }
@@ -556,14 +545,17 @@ fn joined(item: &Value, field: &str) -> String {
     }
 }
 
-/// One elevation: id, state, role, requester, when it ends (the pending deadline
-/// while pending, else the end of the active window), then its flags.
+/// One elevation: id, state, role, requester, when it ends (the pending deadline,
+/// the end of the active window, or when it ended), then its flags.
 fn elevation_line(item: &Value) -> String {
     let state = text(item, "state");
-    let until = if state == "pending" {
-        time_text(item.get("pending_expires_unix_ms"))
-    } else {
-        time_text(item.get("expires_unix_ms"))
+    let until = match state {
+        "pending" => time_text(item.get("pending_expires_unix_ms")),
+        "active" => time_text(item.get("expires_unix_ms")),
+        _ => time_text(
+            item.get("ended_unix_ms")
+                .or_else(|| item.get("expires_unix_ms")),
+        ),
     };
     let mut line = format!(
         "{}  {state}  {}  {}  {until}",
@@ -598,8 +590,12 @@ fn approval_line(item: &Value) -> String {
     )
 }
 
-/// One consent: id, state, actions, grantee (and grantor), expiry.
+/// One consent: id, state, actions, grantee (and grantor), its expiry (or when it
+/// ended).
 fn consent_line(item: &Value) -> String {
+    let until = item
+        .get("ended_unix_ms")
+        .or_else(|| item.get("expires_unix_ms"));
     format!(
         "{}  {}  {} on {}  {} (by {})  {}",
         text(item, "id"),
@@ -608,7 +604,7 @@ fn consent_line(item: &Value) -> String {
         joined(item, "resources"),
         text(item, "grantee"),
         text(item, "grantor"),
-        time_text(item.get("expires_unix_ms")),
+        time_text(until),
     )
 }
 
@@ -697,7 +693,7 @@ pub(crate) fn break_glass(command: BreakGlassCommand) -> anyhow::Result<ExitCode
             if emergency {
                 body.insert("emergency".into(), true.into());
             }
-            if let Some((key, who)) = signer.parts()? {
+            if let Some((key, who)) = signer.resolve(&connection)? {
                 let statement =
                     request_statement(&who, &role, &reason, duration_ms(duration)?, &nonce());
                 body.insert("signature".into(), sign_with(key, statement)?);
@@ -734,7 +730,7 @@ pub(crate) fn break_glass(command: BreakGlassCommand) -> anyhow::Result<ExitCode
                 StatementKind::BreakGlassApprove,
                 &id,
                 comment.as_deref(),
-                &signer,
+                signer.resolve(&connection)?,
             )?;
             let path = format!("/v1/break-glass/{}/approve", segment(&id));
             print_item(
@@ -754,7 +750,7 @@ pub(crate) fn break_glass(command: BreakGlassCommand) -> anyhow::Result<ExitCode
                 StatementKind::BreakGlassDeny,
                 &id,
                 comment.as_deref(),
-                &signer,
+                signer.resolve(&connection)?,
             )?;
             let path = format!("/v1/break-glass/{}/deny", segment(&id));
             print_item(
@@ -838,7 +834,7 @@ pub(crate) fn approval(command: ApprovalCommand) -> anyhow::Result<ExitCode> {
                 StatementKind::ApprovalApprove,
                 &id,
                 comment.as_deref(),
-                &signer,
+                signer.resolve(&connection)?,
             )?;
             let path = format!("/v1/approvals/{}/approve", segment(&id));
             print_item(
@@ -858,7 +854,7 @@ pub(crate) fn approval(command: ApprovalCommand) -> anyhow::Result<ExitCode> {
                 StatementKind::ApprovalDeny,
                 &id,
                 comment.as_deref(),
-                &signer,
+                signer.resolve(&connection)?,
             )?;
             let path = format!("/v1/approvals/{}/deny", segment(&id));
             print_item(
@@ -1033,7 +1029,18 @@ mod tests {
     }
 
     fn alice() -> Identity {
-        identity("User::\"alice\"", "acme").unwrap()
+        Identity {
+            actor: "User::\"alice\"".into(),
+            workspace: "acme".into(),
+        }
+    }
+
+    /// A connection to nowhere: a test that needs no server must not reach one.
+    fn nowhere() -> Connection {
+        Connection {
+            url: "http://127.0.0.1:9".into(),
+            token: None,
+        }
     }
 
     #[test]
@@ -1050,10 +1057,6 @@ mod tests {
             "--emergency",
             "--sign-key",
             "k",
-            "--as",
-            "User::\"alice\"",
-            "--workspace",
-            "acme",
         ])
         .unwrap();
         let TestCommand::BreakGlass(BreakGlassCommand::Request {
@@ -1069,24 +1072,35 @@ mod tests {
         assert_eq!(role, "oncall");
         assert_eq!(duration, Duration::from_secs(30 * 60));
         assert!(emergency);
-        let (key, who) = signer.parts().unwrap().unwrap();
-        assert_eq!(key, Path::new("k"));
-        assert_eq!(who, alice());
+        assert_eq!(signer.sign_key.as_deref(), Some(Path::new("k")));
     }
 
     #[test]
-    fn signing_needs_an_identity_and_an_identity_needs_a_key() {
-        let base = ["break-glass", "approve", "bg_1"];
-        let with = |extra: &[&str]| {
-            let mut args = base.to_vec();
-            args.extend_from_slice(extra);
-            parse(&args)
-        };
-        assert!(with(&[]).is_ok());
-        assert!(with(&["--sign-key", "k"]).is_err());
-        assert!(with(&["--sign-key", "k", "--as", "User::\"alice\""]).is_err());
-        assert!(with(&["--as", "User::\"alice\"", "--workspace", "acme"]).is_err());
-        assert!(with(&["--sign-key", "k", "--as", "User::\"a\"", "--workspace", "w"]).is_ok());
+    fn the_signer_is_never_named_on_the_command_line() {
+        assert!(parse(&["break-glass", "approve", "bg_1", "--sign-key", "k"]).is_ok());
+        let named = [
+            "break-glass",
+            "approve",
+            "bg_1",
+            "--sign-key",
+            "k",
+            "--as",
+            "User::\"a\"",
+        ];
+        assert!(parse(&named).is_err(), "who signs comes from the server");
+    }
+
+    #[test]
+    fn whoami_gives_the_signer() {
+        let who =
+            identity_from_whoami(&json!({"principal": "User::\"alice\"", "workspace": "acme"}));
+        assert_eq!(who.unwrap(), alice());
+        let operator =
+            identity_from_whoami(&json!({"principal": "Operator::\"ops\"", "workspace": "-"}));
+        assert!(format!("{:#}", operator.unwrap_err()).contains("no workspace"));
+        assert!(identity_from_whoami(&json!({"workspace": "acme"})).is_err());
+        assert!(identity_from_whoami(&json!({"principal": "User::\"alice\""})).is_err());
+        assert!(identity_from_whoami(&json!({"principal": "", "workspace": "acme"})).is_err());
     }
 
     #[test]
@@ -1099,7 +1113,8 @@ mod tests {
             panic!("parsed as {command:?}");
         };
         assert_eq!(comment.as_deref(), Some("no"));
-        assert!(signer.parts().unwrap().is_none());
+        // Not signing: the server is not asked who the token is (there is none here).
+        assert!(signer.resolve(&nowhere()).unwrap().is_none());
         assert!(
             parse(&["break-glass", "revoke", "bg_1"]).is_err(),
             "--reason is required"
@@ -1228,25 +1243,6 @@ mod tests {
     }
 
     #[test]
-    fn identities_are_plain_uids() {
-        assert!(identity("User::\"alice\"", "acme").is_ok());
-        assert!(identity("Agent::\"runner-1\"", "acme").is_ok());
-        for bad in [
-            "alice",
-            "User::alice",
-            "User::\"\"",
-            "::\"alice\"",
-            "User::\"a\\\"b\"",
-            "User ::\"alice\"",
-            "User::\"alice\" ",
-            "1User::\"alice\"",
-        ] {
-            assert!(identity(bad, "acme").is_err(), "{bad}");
-        }
-        assert!(identity("User::\"alice\"", "").is_err());
-    }
-
-    #[test]
     fn decision_statements_have_the_spec_fields() {
         let statement = decision_statement(
             StatementKind::BreakGlassApprove,
@@ -1307,19 +1303,9 @@ mod tests {
 
     #[test]
     fn unsigned_bodies_carry_only_the_comment() {
-        let signer = Signer {
-            sign_key: None,
-            actor: None,
-            workspace: None,
-        };
-        let body = decision_body(
-            StatementKind::BreakGlassApprove,
-            "bg_1",
-            Some("ok"),
-            &signer,
-        );
+        let body = decision_body(StatementKind::BreakGlassApprove, "bg_1", Some("ok"), None);
         assert_eq!(body.unwrap(), json!({"comment": "ok"}));
-        let body = decision_body(StatementKind::BreakGlassDeny, "bg_1", None, &signer);
+        let body = decision_body(StatementKind::BreakGlassDeny, "bg_1", None, None);
         assert_eq!(body.unwrap(), json!({}));
     }
 
@@ -1359,6 +1345,15 @@ mod tests {
             consent_line(&consent),
             "cs_1  active  integration.read,integration.write on Integration::\"gh\"  \
              Agent::\"bot\" (by User::\"alice\")  2025-12-02T10:40:00.000Z"
+        );
+        let revoked = json!({
+            "id": "bg_3", "state": "revoked", "role": "oncall", "requester": "User::\"bob\"",
+            "expires_unix_ms": 1_764_672_000_000_u64, "ended_unix_ms": 1_764_671_000_000_u64,
+        });
+        assert_eq!(
+            elevation_line(&revoked),
+            "bg_3  revoked  oncall  User::\"bob\"  2025-12-02T10:23:20.000Z",
+            "an ended elevation shows when it ended"
         );
         assert_eq!(elevation_line(&json!({})), "-  -  -  -  -");
     }
@@ -1414,12 +1409,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("me.key");
         write_new_seed(&key).unwrap();
-        let signer = Signer {
-            sign_key: Some(key.clone()),
-            actor: Some("User::\"alice\"".into()),
-            workspace: Some("acme".into()),
-        };
-        let body = decision_body(StatementKind::ApprovalApprove, "ap_7", None, &signer).unwrap();
+        let signing = Some((key.as_path(), alice()));
+        let body = decision_body(StatementKind::ApprovalApprove, "ap_7", None, signing).unwrap();
         assert!(body.get("comment").is_none(), "no comment is sent as none");
         let signed: statement::SignedStatement =
             serde_json::from_value(body["signature"].clone()).unwrap();
@@ -1451,13 +1442,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.key");
         std::fs::write(&path, "hunter2-not-a-key-at-all\n").unwrap();
-        let signer = Signer {
-            sign_key: Some(path.clone()),
-            actor: Some("User::\"alice\"".into()),
-            workspace: Some("acme".into()),
-        };
+        let signing = Some((path.as_path(), alice()));
         let error =
-            decision_body(StatementKind::BreakGlassDeny, "bg_1", None, &signer).unwrap_err();
+            decision_body(StatementKind::BreakGlassDeny, "bg_1", None, signing).unwrap_err();
         let message = format!("{error:#} {error:?}");
         assert!(message.contains("bad.key"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");
