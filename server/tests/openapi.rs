@@ -15,7 +15,7 @@ use writ_server::routes::OPENAPI;
 /// MAINTAINERS: this list, `server/src/openapi.json` and the routers must agree. When
 /// you add, remove or rename a route in `server/src/routes.rs` or
 /// `server/src/ledger_api.rs`, update this list AND the document (and docs/API.md).
-const ROUTES: [(&str, &str); 32] = [
+const ROUTES: [(&str, &str); 51] = [
     // routes.rs
     ("post", "/v1/authorize"),
     ("post", "/v1/authorize/batch"),
@@ -40,7 +40,26 @@ const ROUTES: [(&str, &str); 32] = [
     ("post", "/v1/vault/retire"),
     ("post", "/v1/vault/sealer"),
     ("get", "/v1/vault/leases"),
+    ("get", "/v1/vault/leases/{id}"),
     ("post", "/v1/vault/leases/{id}/revoke"),
+    ("get", "/v1/break-glass"),
+    ("post", "/v1/break-glass"),
+    ("get", "/v1/break-glass/{id}"),
+    ("post", "/v1/break-glass/{id}/approve"),
+    ("post", "/v1/break-glass/{id}/deny"),
+    ("post", "/v1/break-glass/{id}/revoke"),
+    ("post", "/v1/break-glass/{id}/review"),
+    ("get", "/v1/approvals"),
+    ("post", "/v1/approvals"),
+    ("get", "/v1/approvals/{id}"),
+    ("post", "/v1/approvals/{id}/approve"),
+    ("post", "/v1/approvals/{id}/deny"),
+    ("get", "/v1/consents"),
+    ("post", "/v1/consents"),
+    ("delete", "/v1/consents/{id}"),
+    ("get", "/v1/signing-key"),
+    ("put", "/v1/signing-key"),
+    ("get", "/v1/whoami"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
