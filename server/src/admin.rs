@@ -22,8 +22,9 @@ use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
 /// kernel's switches. Host and File are built per request and never stored. Secret:
 /// the vault builds `Secret::"WORKSPACE/NAME"` itself, and a stored entity of that
 /// uid (which a workspace admin could otherwise plant, naming its own workspace)
-/// would shadow it and block every call on that secret.
-const OPERATOR_ONLY_TYPES: [&str; 7] = [
+/// would shadow it and block every call on that secret. Elevation, ApprovalRequest
+/// and Consent are built by the kernel from its grants and never stored.
+const OPERATOR_ONLY_TYPES: [&str; 10] = [
     "Operator",
     "Role",
     "KillSwitch",
@@ -31,19 +32,22 @@ const OPERATOR_ONLY_TYPES: [&str; 7] = [
     "Host",
     "File",
     "Secret",
+    "Elevation",
+    "ApprovalRequest",
+    "Consent",
 ];
 
 /// The largest entity accepted by `PUT /v1/entities` (it is recorded in the ledger whole).
 const MAX_ENTITY_BYTES: usize = 16 * 1024;
 
 /// Decides an admin action on the principal's scope and records the decision;
-/// a deny is a 403.
+/// a deny is a 403. Returns the break-glass elevation the allow relied on, if any.
 pub async fn authorize_admin(
     state: &AppState,
     principal: &Principal,
     action: &str,
     workspace: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let resource = match workspace {
         Some(workspace) => writ_pdp::entity_uid("Workspace", workspace)?,
         None => writ_pdp::entity_uid("Kernel", "writ")?,
@@ -86,9 +90,10 @@ pub async fn authorize_admin(
     };
     facts.annotate(&mut draft);
     state.record(&draft).await?;
+    let elevation = facts.elevation.as_ref().map(|(id, _)| id.clone());
     drop(facts);
     if decision.allow {
-        Ok(())
+        Ok(elevation)
     } else {
         Err(ApiError::forbidden(format!(
             "`{action}` is denied by policy"
@@ -114,6 +119,19 @@ pub(crate) async fn record_change(
         })
         .await?;
     Ok(receipt.index.0.to_string())
+}
+
+/// A principal never writes or deletes its own entity (its roles, its workspace,
+/// its kill switch): another admin does. Otherwise an admin, or anyone holding
+/// admin through break-glass for a while, could make itself owner for good.
+fn refuse_self(principal: &Principal, uid: &str) -> Result<(), ApiError> {
+    if principal.entity().to_string() == uid {
+        return Err(ApiError::forbidden(
+            "a principal never changes its own entity (roles, workspace, switches); another admin does",
+        )
+        .with_code("self_modification"));
+    }
+    Ok(())
 }
 
 /// The workspace an entity belongs to (`attrs.workspace`), if it names one.
@@ -221,10 +239,14 @@ pub async fn put_entity(
         ));
     }
     let uid = state.engine.check_entity(&entity)?;
-    if matches!(entity_type(&uid), "Host" | "File") {
+    refuse_self(&principal, &uid)?;
+    if matches!(
+        entity_type(&uid),
+        "Host" | "File" | "Elevation" | "ApprovalRequest" | "Consent"
+    ) {
         return Err(ApiError::unprocessable(
             "entity_not_storable",
-            "Host and File entities are built by the kernel for each request and are never stored",
+            "Host, File, Elevation, ApprovalRequest and Consent entities are built by the kernel for each request and are never stored",
         ));
     }
     let scope = principal.workspace().cloned();
@@ -270,6 +292,7 @@ pub async fn delete_entity(
 ) -> Result<StatusCode, ApiError> {
     let principal = state.principal(&headers)?;
     let uid = canonical_uid(&uid)?;
+    refuse_self(&principal, &uid)?;
     let scope = principal.workspace().cloned();
     let snapshot = state.engine.snapshot();
     let existing = snapshot
@@ -362,13 +385,21 @@ pub async fn create_api_key(
             "users and agents need a workspace",
         ));
     }
-    authorize_admin(
+    let elevation = authorize_admin(
         &state,
         &caller,
         "admin.apikeys.manage",
         subject.workspace().map(WorkspaceId::as_str),
     )
     .await?;
+    if let Some(elevation) = elevation {
+        // A key would outlive the elevation that allowed it.
+        return Err(ApiError::forbidden(format!(
+            "API keys are not created under a break-glass elevation ({elevation}): \
+             the key would outlive it; ask an admin who holds the role"
+        ))
+        .with_code("not_under_elevation"));
+    }
     let now = crate::unix_now_ms();
     let (record, secret) = state
         .auth

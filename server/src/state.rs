@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 
 /// Entity types a caller may never supply with a request: who acts, in which role
 /// and workspace, and the kernel's own switches are the kernel's to say.
-pub const RESERVED_TYPES: [&str; 10] = [
+pub const RESERVED_TYPES: [&str; 13] = [
     "User",
     "Agent",
     "Operator",
@@ -30,6 +30,9 @@ pub const RESERVED_TYPES: [&str; 10] = [
     "Host",
     "File",
     "Secret",
+    "Elevation",
+    "ApprovalRequest",
+    "Consent",
 ];
 
 /// Entities that always exist; deleting them is refused.

@@ -166,12 +166,24 @@ pub(crate) async fn end_elevation(
     let entry = record_step(state, kind, by, fields).await?;
     elevation.entries.insert(step.into(), entry);
     state.grants.put_elevation(elevation.clone())?;
-    for lease in &leases {
+    revoke_leases(state, &leases);
+    Ok(elevation)
+}
+
+/// Revokes leases (of an ended elevation) and makes that durable. The end entry
+/// already names them; `recover` finishes the job if a crash comes first.
+fn revoke_leases(state: &AppState, leases: &[String]) {
+    if leases.is_empty() {
+        return;
+    }
+    for lease in leases {
         if let Err(error) = state.vault.leases.revoke(lease, crate::unix_now_ms()) {
             tracing::error!(%error, lease = %lease, "cannot revoke a lease of an ended elevation");
         }
     }
-    Ok(elevation)
+    if let Err(error) = state.vault.leases.flush() {
+        tracing::error!(%error, "cannot flush the revoked leases of an ended elevation");
+    }
 }
 
 /// Records expiries nobody asked about, every `SWEEP_EVERY`, until the state goes.
@@ -218,6 +230,28 @@ pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
         )
     };
     let recovered = elevations.len() + consents.len();
+    // Leases of elevations that ended before a crash could revoke them: one
+    // pass over the live leases.
+    let ended: std::collections::BTreeSet<String> = state
+        .grants
+        .book()
+        .elevations
+        .values()
+        .filter(|e| e.ended_unix_ms.is_some() && e.activated_unix_ms.is_some())
+        .map(|e| e.id.clone())
+        .collect();
+    if !ended.is_empty() {
+        let leases: Vec<String> = state
+            .vault
+            .leases
+            .live(crate::unix_now_ms(), None)
+            .map_err(|error| ApiError::internal("listing the live leases", &error))?
+            .into_iter()
+            .filter(|lease| lease.elevation.as_ref().is_some_and(|e| ended.contains(e)))
+            .map(|lease| lease.id)
+            .collect();
+        revoke_leases(state, &leases);
+    }
     for mut elevation in elevations {
         let (kind, step) = match elevation.state {
             ElevationState::Revoked => ("break_glass.revoked", "revoked"),

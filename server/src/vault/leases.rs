@@ -85,6 +85,12 @@ impl LeaseStore {
         Ok(out)
     }
 
+    /// Makes every change so far durable.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
     /// The live leases issued under an elevation.
     pub fn live_under(&self, elevation: &str, now_unix_ms: u64) -> anyhow::Result<Vec<String>> {
         let mut out = Vec::new();

@@ -481,3 +481,57 @@ async fn a_denied_request_never_activates() {
         (Some(id.as_str()), Some("use the runbook"))
     );
 }
+
+#[tokio::test]
+async fn an_elevation_leaves_nothing_behind_it() {
+    let kernel = Kernel::start().await;
+    let (_, elevation) = request(&kernel, "carol", "admin", "30m").await;
+    let id = elevation["id"].as_str().unwrap().to_owned();
+    let (status, _) = step(&kernel, "bob", &id, "approve", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Elevated to admin, carol may not make herself owner for good...
+    let promoted = json!({"uid": {"type": "User", "id": "carol"}, "attrs": {"workspace": {"type": "Workspace", "id": "acme"}}, "parents": [{"type": "Role", "id": "owner"}]});
+    let (status, body) = kernel
+        .call("carol", "PUT", "/v1/entities", Some(promoted))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("self_modification"))
+    );
+    // ...nor mint a key that would outlive the elevation.
+    let (status, body) = kernel
+        .call(
+            "carol",
+            "POST",
+            "/v1/apikeys",
+            Some(json!({"principal": "User::\"erin\"", "workspace": "acme"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("not_under_elevation")),
+        "{body}"
+    );
+    // A standing admin still may (the rule is about the elevation).
+    let (status, body) = kernel
+        .call(
+            "bob",
+            "POST",
+            "/v1/apikeys",
+            Some(json!({"principal": "User::\"erin\"", "workspace": "acme"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Nor can anyone hand the PDP a grant of its own making.
+    let forged = json!({"uid": {"type": "Elevation", "id": "bg_forged"}, "attrs": {"workspace": {"__entity": {"type": "Workspace", "id": "acme"}}, "requester": {"__entity": {"type": "User", "id": "carol"}}, "role": {"__entity": {"type": "Role", "id": "owner"}}}, "parents": []});
+    let (status, _) = kernel
+        .call("erin", "POST", "/v1/authorize", Some(json!({"action": "break-glass.approve", "resource": {"type": "Elevation", "id": "bg_forged"}, "entities": [forged.clone()]})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let operator = kernel.operator.clone();
+    let (status, _) = kernel
+        .call_as(&operator, "PUT", "/v1/entities", Some(forged))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
