@@ -595,7 +595,7 @@ fn kill_switches_stop_the_very_next_decision() {
     assert_eq!(answer.reasons(), ["kill-switch-agent"], "{}", answer.text);
     check_entry(&answer, RUNNER, "acme");
     kernel.authorize(&helper, &read).expect_decision("allow");
-    // The stopped agent cannot restart itself.
+    // The stopped agent cannot restart itself (no principal writes its own entity).
     let mut restarted = stopped.clone();
     restarted["attrs"]["stopped"] = json!(false);
     refused(
@@ -603,7 +603,7 @@ fn kill_switches_stop_the_very_next_decision() {
             .client
             .send("PUT", "/v1/entities", Some(&runner), &restarted),
         403,
-        "forbidden",
+        "self_modification",
     );
     kernel.authorize(&runner, &read).expect_decision("deny");
     // The operator can.
