@@ -205,6 +205,27 @@ async fn activate(state: &AppState, elevation: &mut Elevation, by: &Ender) -> Re
     state.grants.put_elevation(elevation.clone())
 }
 
+/// The start every step on an existing elevation shares: due expiries recorded,
+/// the step decided by policy on the elevation (and recorded), a step by the
+/// requester itself refused where `self_step` names it, then the steps lock taken
+/// and the elevation read again under it.
+async fn begin<'a>(
+    state: &'a AppState,
+    principal: &Principal,
+    id: &str,
+    action: &str,
+    self_step: Option<&str>,
+) -> Result<(Elevation, tokio::sync::MutexGuard<'a, ()>), ApiError> {
+    settle(state).await?;
+    let elevation = find(state, principal, id)?;
+    decide_standing(state, principal, action, &elevation.entity()).await?;
+    if let Some(step) = self_step {
+        not_self(&elevation, principal, step)?;
+    }
+    let steps = state.grants.steps.lock().await;
+    Ok((find(state, principal, id)?, steps))
+}
+
 /// Refuses a step by the requester itself (after policy, which says the same).
 fn not_self(elevation: &Elevation, principal: &Principal, step: &str) -> Result<(), ApiError> {
     if elevation.requester.uid_text() == principal.entity().to_string() {
@@ -242,18 +263,14 @@ pub async fn approve(
     let (approver, workspace) = user(&state, &principal, "approving break-glass")?;
     let body: StepBody = parse(body)?;
     let comment = optional_text("comment", body.comment.as_deref())?;
-    settle(&state).await?;
-    let elevation = find(&state, &principal, &id)?;
-    decide_standing(
+    let (mut elevation, _steps) = begin(
         &state,
         &principal,
+        &id,
         "break-glass.approve",
-        &elevation.entity(),
+        Some("approve"),
     )
     .await?;
-    not_self(&elevation, &principal, "approve")?;
-    let _steps = state.grants.steps.lock().await;
-    let mut elevation = find(&state, &principal, &id)?;
     require_state(&elevation, &[ElevationState::Pending])?;
     if elevation.pending_expires_unix_ms <= state.grants.now() {
         return Err(conflict("wrong_state", format!("`{id}` has expired")));
@@ -314,12 +331,8 @@ pub async fn deny(
     let (denier, workspace) = user(&state, &principal, "denying break-glass")?;
     let body: StepBody = parse(body)?;
     let comment = optional_text("comment", body.comment.as_deref())?;
-    settle(&state).await?;
-    let elevation = find(&state, &principal, &id)?;
-    decide_standing(&state, &principal, "break-glass.deny", &elevation.entity()).await?;
-    not_self(&elevation, &principal, "deny")?;
-    let _steps = state.grants.steps.lock().await;
-    let elevation = find(&state, &principal, &id)?;
+    let (elevation, _steps) =
+        begin(&state, &principal, &id, "break-glass.deny", Some("deny")).await?;
     require_state(&elevation, &[ElevationState::Pending])?;
     let mut fields = Map::new();
     fields.insert("id".into(), json!(elevation.id));
@@ -361,17 +374,7 @@ pub async fn revoke(
     let (revoker, workspace) = user(&state, &principal, "revoking break-glass")?;
     let body: RevokeBody = parse(body)?;
     let reason = required_text("reason", &body.reason)?;
-    settle(&state).await?;
-    let elevation = find(&state, &principal, &id)?;
-    decide_standing(
-        &state,
-        &principal,
-        "break-glass.revoke",
-        &elevation.entity(),
-    )
-    .await?;
-    let _steps = state.grants.steps.lock().await;
-    let elevation = find(&state, &principal, &id)?;
+    let (elevation, _steps) = begin(&state, &principal, &id, "break-glass.revoke", None).await?;
     require_state(
         &elevation,
         &[ElevationState::Pending, ElevationState::Active],
@@ -410,17 +413,14 @@ pub async fn review(
         ));
     }
     let comment = optional_text("comment", body.comment.as_deref())?;
-    let elevation = find(&state, &principal, &id)?;
-    decide_standing(
+    let (mut elevation, _steps) = begin(
         &state,
         &principal,
+        &id,
         "break-glass.review",
-        &elevation.entity(),
+        Some("review"),
     )
     .await?;
-    not_self(&elevation, &principal, "review")?;
-    let _steps = state.grants.steps.lock().await;
-    let mut elevation = find(&state, &principal, &id)?;
     if !elevation.emergency || elevation.activated_unix_ms.is_none() {
         return Err(conflict(
             "not_emergency",
