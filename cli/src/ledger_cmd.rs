@@ -15,7 +15,7 @@ use writ_ledger::receipt::verify_receipt;
 use writ_ledger::verify::{verify_export_with, VerifyReport};
 use writ_ledger::writer::BatchConfig;
 use writ_ledger::{LeafIndex, LogVerifier, Receipt, TreeSize};
-use writ_server::grants::statement::{LedgerSignatureChecker, SignatureReport};
+use writ_server::grants::ledger_check::{LedgerSignatureChecker, SignatureReport};
 
 use crate::bench;
 

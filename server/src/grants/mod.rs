@@ -18,6 +18,7 @@ pub mod consent_api;
 pub mod elevation_api;
 pub mod facts;
 pub mod keys_api;
+pub mod ledger_check;
 pub mod lifecycle;
 pub mod records;
 pub mod statement;

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use writ_server::config::GrantsSection;
+use writ_server::grants::ledger_check::LedgerSignatureChecker;
 use writ_server::grants::statement::{self, SignedStatement};
 
 use crate::fixture::{relying, Kernel, MINUTE};
@@ -396,7 +397,7 @@ async fn owner_elevations_need_signed_approvals() {
         statement::key_id(&bob_key.verifying_key())
     );
     // The whole ledger passes the offline signature check.
-    let mut checker = statement::LedgerSignatureChecker::new();
+    let mut checker = LedgerSignatureChecker::new();
     for (index, entry) in kernel.ledger().iter().enumerate() {
         checker
             .check(index as u64, entry.to_string().as_bytes())
