@@ -19,6 +19,22 @@
 #   SWEEP_DURATION [10s]  each of those
 #   LEDGER_BENCH [1]      also run `writ ledger bench` with CONNECTIONS writers
 #                         and entries the size of a decision (0 to skip)
+#   GRANTS [none]         the grant live during the load (docs/PERFORMANCE.md,
+#                         "Grants"): none; other: a consent to the load's principal
+#                         to read WorkItem "w2", which does not cover its requests
+#                         (each decision takes the grants path, no grant applies);
+#                         consent: a consent to read WorkItem "w1", which covers
+#                         every request (its `Consent` entity is added to each);
+#                         elevation: an approved break-glass elevation of the
+#                         load's principal to `admin` (a User: PRINCIPAL=user)
+#   PRINCIPAL [agent;     who makes the load's requests: agent (Agent "runner",
+#     user if elevation]  role agent) or user (User "carol", role viewer); both may
+#                         read WorkItem "w1" on their standing role
+#
+# Every mode stores the same entities (among them User "olivia", an owner, who
+# grants the consent or approves the elevation through the API before the
+# measured run). The first answer must name the grant (consent, elevation) or name
+# none (none, other), or the run fails.
 #
 # Needs curl, jq, awk and /usr/bin/time (GNU time); wrk comes from apt.
 set -euo pipefail
@@ -31,6 +47,27 @@ decisions=${DECISIONS:-1000000}
 sweep=${SWEEP-1 4 16 64}
 sweep_duration=${SWEEP_DURATION:-10s}
 ledger_bench=${LEDGER_BENCH:-1}
+grants=${GRANTS:-none}
+case $grants in
+    elevation) principal=${PRINCIPAL:-user} ;;
+    none | other | consent) principal=${PRINCIPAL:-agent} ;;
+    *)
+        echo "GRANTS must be none, other, consent or elevation" >&2
+        exit 2
+        ;;
+esac
+case $principal in
+    agent) principal_uid='Agent::"runner"' ;;
+    user) principal_uid='User::"carol"' ;;
+    *)
+        echo "PRINCIPAL must be agent or user" >&2
+        exit 2
+        ;;
+esac
+if [[ $grants == elevation && $principal != user ]]; then
+    echo "an elevation is for a User: GRANTS=elevation needs PRINCIPAL=user" >&2
+    exit 2
+fi
 script=benches/authorize.lua
 target_dir=${CARGO_TARGET_DIR:-target}
 writ="$target_dir/release/writ"
@@ -110,15 +147,66 @@ cat >"$work/entities.json" <<'EOF'
   {"uid": {"type": "Agent", "id": "runner"},
    "attrs": {"workspace": {"__entity": {"type": "Workspace", "id": "acme"}}, "stopped": false},
    "parents": [{"type": "Role", "id": "agent"}]},
+  {"uid": {"type": "User", "id": "olivia"},
+   "attrs": {"workspace": {"__entity": {"type": "Workspace", "id": "acme"}}},
+   "parents": [{"type": "Role", "id": "owner"}]},
+  {"uid": {"type": "User", "id": "carol"},
+   "attrs": {"workspace": {"__entity": {"type": "Workspace", "id": "acme"}}},
+   "parents": [{"type": "Role", "id": "viewer"}]},
   {"uid": {"type": "WorkItem", "id": "w1"},
+   "attrs": {"workspace": {"__entity": {"type": "Workspace", "id": "acme"}}}, "parents": []},
+  {"uid": {"type": "WorkItem", "id": "w2"},
    "attrs": {"workspace": {"__entity": {"type": "Workspace", "id": "acme"}}}, "parents": []}
 ]
 EOF
 WRIT_URL=$url WRIT_TOKEN=$(cat "$work/admin.key") \
     "$writ" entity put "$work/entities.json" >/dev/null
-WRIT_TOKEN=$(WRIT_URL=$url WRIT_TOKEN=$(cat "$work/admin.key") \
-    "$writ" apikey create --principal 'Agent::"runner"' --workspace acme 2>/dev/null)
+api_key() {
+    WRIT_URL=$url WRIT_TOKEN=$(cat "$work/admin.key") \
+        "$writ" apikey create --principal "$1" --workspace acme 2>/dev/null
+}
+WRIT_TOKEN=$(api_key "$principal_uid")
 export WRIT_TOKEN
+
+# POST to a grant endpoint: grant_call TOKEN PATH BODY; prints the answer, fails
+# unless it is a 2xx.
+grant_call() {
+    local answer
+    if ! answer=$(curl -sS --fail-with-body -X POST "$url$2" \
+        -H "Authorization: Bearer $1" -H 'Content-Type: application/json' -d "$3"); then
+        echo "POST $2 failed: $answer" >&2
+        return 1
+    fi
+    printf '%s\n' "$answer"
+}
+
+grant_id=""
+case $grants in
+    other | consent)
+        item=$([[ $grants == consent ]] && echo w1 || echo w2)
+        grant=$(grant_call "$(api_key 'User::"olivia"')" /v1/consents "$(jq -nc \
+            --arg grantee "$principal_uid" --arg resource "WorkItem::\"$item\"" \
+            '{grantee: $grantee, actions: ["read"], resources: [$resource], duration: "2h",
+              reason: "benches/load.sh"}')")
+        grant_id=$(jq -r .id <<<"$grant")
+        echo "grant: consent $grant_id ($(jq -r .state <<<"$grant")) from User::\"olivia\" to" \
+            "$principal_uid, read on WorkItem::\"$item\"" \
+            "($([[ $grants == consent ]] && echo covers || echo 'does not cover') the load's requests)"
+        ;;
+    elevation)
+        grant=$(grant_call "$WRIT_TOKEN" /v1/break-glass \
+            '{"role": "admin", "reason": "benches/load.sh", "duration": "2h"}')
+        grant_id=$(jq -r .id <<<"$grant")
+        grant=$(grant_call "$(api_key 'User::"olivia"')" "/v1/break-glass/$grant_id/approve" \
+            '{"comment": "benches/load.sh"}')
+        if [[ $(jq -r .state <<<"$grant") != active ]]; then
+            echo "the elevation is not active after its approval: $grant" >&2
+            exit 1
+        fi
+        echo "grant: elevation $grant_id (active) of $principal_uid to Role::\"admin\"," \
+            "approved by User::\"olivia\""
+        ;;
+esac
 
 # One authorize call with curl; prints the answer and fails unless it is a 200 allow.
 authorize_once() {
@@ -140,6 +228,15 @@ probe_index() {
 
 first=$(authorize_once)
 entry_bytes=$(jq -r '.entry | length' <<<"$first")
+named=$(jq -r '[.consent // empty, .elevation // empty] | join(",")' <<<"$first")
+if [[ $grants == consent || $grants == elevation ]] && [[ $named != "$grant_id" ]]; then
+    echo "the first answer does not name the grant $grant_id: $first" >&2
+    exit 1
+elif [[ $grants == none || $grants == other ]] && [[ -n $named ]]; then
+    echo "the first answer names a grant it should not rely on: $first" >&2
+    exit 1
+fi
+echo "principal: $principal_uid, grants: $grants"
 echo "first answer: decision $(jq -r .decision <<<"$first"), reasons $(jq -c .reasons <<<"$first"), ledger entry $entry_bytes bytes, answer $(printf '%s' "$first" | wc -c) bytes"
 
 # Runs wrk for $2 with $1 connections and prints its full output to $3; prints
