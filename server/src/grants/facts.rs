@@ -49,6 +49,11 @@ impl Facts {
         Self::default()
     }
 
+    /// Whether the decision relies on any grant.
+    fn relies_on_any(&self) -> bool {
+        self.elevation.is_some() || self.consent.is_some() || self.gate.is_some()
+    }
+
     /// Extra parents of the principal for this decision.
     pub fn parents(&self) -> Result<Vec<EntityUid>, ApiError> {
         match &self.elevation {
@@ -110,56 +115,72 @@ pub async fn facts(
             return Ok(Facts::none());
         }
         settle(state).await?;
-        let guard = Some(Arc::clone(&grants.transitions).read_owned().await);
-        let now = grants.now();
-        let book = grants.book();
-        let mut facts = Facts::default();
-        let mut due = false;
-        for elevation in book.live_elevations() {
-            if elevation.state == ElevationState::Active && elevation.requester.uid_text() == who {
-                if elevation.deadline().is_some_and(|d| d <= now) {
-                    due = true;
-                } else if facts.elevation.is_none() {
-                    facts.elevation = Some((elevation.id.clone(), elevation.role.clone()));
-                }
-            }
-        }
-        for consent in book.live_consents() {
-            if consent.state == ConsentState::Active && consent.covers(&who, action, resource) {
-                if consent.expires_unix_ms <= now {
-                    due = true;
-                } else if facts.consent.is_none() {
-                    facts.consent = Some((consent.id.clone(), consent.entity()));
-                }
-            }
-        }
-        for gate in book.live_gates() {
-            if gate.state == GateState::Approved
-                && gate.requester.uid_text() == who
-                && gate.action == action
-                && gate.resource == resource
-            {
-                if gate.deadline().is_some_and(|d| d <= now) {
-                    due = true;
-                } else if facts.gate.is_none() {
-                    facts.gate = Some(gate.id.clone());
-                }
-            }
-        }
-        drop(book);
+        // Without the lock first: a decision that no grant covers never waits for
+        // a grant of someone else to end.
+        let (found, due) = scan(state, &who, action, resource);
         if due {
             continue;
         }
-        if facts.elevation.is_some() || facts.consent.is_some() || facts.gate.is_some() {
-            facts._guard = guard;
+        if !found.relies_on_any() {
+            return Ok(found);
         }
-        return Ok(facts);
+        let guard = Arc::clone(&grants.transitions).read_owned().await;
+        // Under the lock, again: what it finds cannot end before the entry is recorded.
+        let (mut found, due) = scan(state, &who, action, resource);
+        if due {
+            continue;
+        }
+        if found.relies_on_any() {
+            found._guard = Some(guard);
+        }
+        return Ok(found);
     }
     Err(ApiError::new(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         "grants_unsettled",
         "grants kept falling due while this request was decided; try again",
     ))
+}
+
+/// The live grants that cover one decision, and whether any of them is due (its
+/// expiry must be recorded first).
+fn scan(state: &AppState, who: &str, action: &str, resource: &str) -> (Facts, bool) {
+    let now = state.grants.now();
+    let book = state.grants.book();
+    let mut facts = Facts::default();
+    let mut due = false;
+    for elevation in book.live_elevations() {
+        if elevation.state == ElevationState::Active && elevation.requester.uid_text() == who {
+            if elevation.deadline().is_some_and(|d| d <= now) {
+                due = true;
+            } else if facts.elevation.is_none() {
+                facts.elevation = Some((elevation.id.clone(), elevation.role.clone()));
+            }
+        }
+    }
+    for consent in book.live_consents() {
+        if consent.state == ConsentState::Active && consent.covers(who, action, resource) {
+            if consent.expires_unix_ms <= now {
+                due = true;
+            } else if facts.consent.is_none() {
+                facts.consent = Some((consent.id.clone(), consent.entity()));
+            }
+        }
+    }
+    for gate in book.live_gates() {
+        if gate.state == GateState::Approved
+            && gate.requester.uid_text() == who
+            && gate.action == action
+            && gate.resource == resource
+        {
+            if gate.deadline().is_some_and(|d| d <= now) {
+                due = true;
+            } else if facts.gate.is_none() {
+                facts.gate = Some(gate.id.clone());
+            }
+        }
+    }
+    (facts, due)
 }
 
 /// Takes the approved gate of `facts` for a decision whose approval obligation it
