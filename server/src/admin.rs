@@ -40,14 +40,24 @@ const OPERATOR_ONLY_TYPES: [&str; 10] = [
 /// The largest entity accepted by `PUT /v1/entities` (it is recorded in the ledger whole).
 const MAX_ENTITY_BYTES: usize = 16 * 1024;
 
+/// An allowed admin decision. It holds the grants the allow relied on: keep it
+/// until the change is made, so that no elevation ends between the decision and
+/// its effect.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The break-glass elevation the allow relied on, if any.
+    pub elevation: Option<String>,
+    _facts: crate::grants::facts::Facts,
+}
+
 /// Decides an admin action on the principal's scope and records the decision;
-/// a deny is a 403. Returns the break-glass elevation the allow relied on, if any.
+/// a deny is a 403.
 pub async fn authorize_admin(
     state: &AppState,
     principal: &Principal,
     action: &str,
     workspace: Option<&str>,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Admitted, ApiError> {
     let resource = match workspace {
         Some(workspace) => writ_pdp::entity_uid("Workspace", workspace)?,
         None => writ_pdp::entity_uid("Kernel", "writ")?,
@@ -90,10 +100,11 @@ pub async fn authorize_admin(
     };
     facts.annotate(&mut draft);
     state.record(&draft).await?;
-    let elevation = facts.elevation.as_ref().map(|(id, _)| id.clone());
-    drop(facts);
     if decision.allow {
-        Ok(elevation)
+        Ok(Admitted {
+            elevation: facts.elevation.as_ref().map(|(id, _)| id.clone()),
+            _facts: facts,
+        })
     } else {
         Err(ApiError::forbidden(format!(
             "`{action}` is denied by policy"
@@ -263,7 +274,8 @@ pub async fn put_entity(
             )));
         }
     }
-    authorize_admin(
+    // Held until the change is made: no elevation it relied on ends before.
+    let _admitted = authorize_admin(
         &state,
         &principal,
         "admin.entities.write",
@@ -309,7 +321,8 @@ pub async fn delete_entity(
             format!("`{uid}` is required by the kernel and cannot be deleted"),
         ));
     }
-    authorize_admin(
+    // Held until the change is made: no elevation it relied on ends before.
+    let _admitted = authorize_admin(
         &state,
         &principal,
         "admin.entities.write",
@@ -385,14 +398,14 @@ pub async fn create_api_key(
             "users and agents need a workspace",
         ));
     }
-    let elevation = authorize_admin(
+    let admitted = authorize_admin(
         &state,
         &caller,
         "admin.apikeys.manage",
         subject.workspace().map(WorkspaceId::as_str),
     )
     .await?;
-    if let Some(elevation) = elevation {
+    if let Some(elevation) = &admitted.elevation {
         // A key would outlive the elevation that allowed it.
         return Err(ApiError::forbidden(format!(
             "API keys are not created under a break-glass elevation ({elevation}): \
@@ -474,7 +487,7 @@ pub async fn revoke_api_key(
     if scope.is_some() && record.principal.workspace() != scope.as_ref() {
         return Err(ApiError::not_found("no such api key"));
     }
-    authorize_admin(
+    let _admitted = authorize_admin(
         &state,
         &caller,
         "admin.apikeys.manage",

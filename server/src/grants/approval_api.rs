@@ -23,6 +23,9 @@ use crate::identity::Principal;
 use crate::routes::JsonBody;
 use crate::state::{AppState, Shared};
 
+/// The most pending approval requests one principal may have.
+pub const MAX_PENDING: usize = 16;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OpenBody {
@@ -135,6 +138,18 @@ pub async fn open(
         g.decision_id == body.decision_id
             && matches!(g.state, GateState::Pending | GateState::Approved)
     });
+    let pending = state
+        .grants
+        .book()
+        .live_gates()
+        .filter(|g| g.requester == requester && g.state == GateState::Pending)
+        .count();
+    if pending >= MAX_PENDING {
+        return Err(conflict(
+            "too_many_pending",
+            format!("you have {pending} pending approval requests: wait for a reviewer"),
+        ));
+    }
     if open_already {
         return Err(conflict(
             "already_requested",

@@ -21,6 +21,10 @@ use crate::identity::Principal;
 use crate::routes::JsonBody;
 use crate::state::{AppState, Shared};
 
+/// The most pending requests one User may have (each is scanned by every decision
+/// while live).
+pub const MAX_PENDING: usize = 4;
+
 /// The obligation that makes every approval of a request need a signature.
 pub const SIGNED_APPROVALS: &str = "signed-approvals";
 
@@ -166,6 +170,18 @@ pub async fn request(
     };
     // Under the steps lock: no key registration can slip between check and record.
     let _steps = state.grants.steps.lock().await;
+    let pending = state
+        .grants
+        .book()
+        .live_elevations()
+        .filter(|e| e.requester == elevation.requester && e.state == ElevationState::Pending)
+        .count();
+    if pending >= MAX_PENDING {
+        return Err(conflict(
+            "too_many_pending",
+            format!("you have {pending} pending break-glass requests: revoke one or wait"),
+        ));
+    }
     if let Some(signature) = check_signature(
         &state,
         &principal,

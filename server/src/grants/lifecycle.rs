@@ -14,6 +14,9 @@ use super::records::{ConsentState, Elevation, ElevationState, GateState};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// The most lease ids an end entry names (the rest are counted).
+pub const MAX_NAMED_LEASES: usize = 100;
+
 /// How often the background task records expiries nobody asked about.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -157,7 +160,10 @@ pub(crate) async fn end_elevation(
         fields.insert("signature".into(), signature);
     }
     if was == ElevationState::Active {
-        fields.insert("leases_revoked".into(), json!(leases));
+        // Bounded, so that the entry always fits: the count is exact.
+        let named: Vec<&String> = leases.iter().take(MAX_NAMED_LEASES).collect();
+        fields.insert("leases_revoked".into(), json!(named));
+        fields.insert("leases_revoked_count".into(), json!(leases.len()));
     }
     elevation.state = to;
     elevation.ended_unix_ms = Some(now);

@@ -232,31 +232,33 @@ impl Grants {
         save(&self.consents, &consent.id, consent)
     }
 
-    /// Stores an elevation and puts it in the book.
+    /// Puts an elevation in the book and stores it. The book changes even when
+    /// storing fails: the step is recorded by then, and an ended grant must stop
+    /// counting whatever the disk says (its end was stored before it was recorded).
     pub(crate) fn put_elevation(&self, elevation: Elevation) -> Result<(), ApiError> {
-        save(&self.elevations, &elevation.id, &elevation)?;
+        let stored = save(&self.elevations, &elevation.id, &elevation);
         let mut book = self.book();
         book.track(&elevation.id, elevation.deadline().is_some());
         book.elevations.insert(elevation.id.clone(), elevation);
         self.recount(&book);
-        Ok(())
+        stored
     }
 
     pub(crate) fn put_gate(&self, gate: Gate) -> Result<(), ApiError> {
-        save(&self.gates, &gate.id, &gate)?;
+        let stored = save(&self.gates, &gate.id, &gate);
         let mut book = self.book();
         book.track(&gate.id, gate.deadline().is_some());
         book.gates.insert(gate.id.clone(), gate);
         self.recount(&book);
-        Ok(())
+        stored
     }
 
     pub(crate) fn put_consent(&self, consent: Consent) -> Result<(), ApiError> {
-        save(&self.consents, &consent.id, &consent)?;
+        let stored = save(&self.consents, &consent.id, &consent);
         let mut book = self.book();
         book.track(&consent.id, consent.deadline().is_some());
         book.consents.insert(consent.id.clone(), consent);
         self.recount(&book);
-        Ok(())
+        stored
     }
 }

@@ -274,11 +274,12 @@ pub async fn delete_version(
     let name = secret_name(&name)?;
     let version = parse_version(&version)?;
     require_unsealed(&state)?;
-    let (decision, mut draft, facts) =
+    // The facts are held to the end: no grant this delete relies on ends before
+    // the version is destroyed.
+    let (decision, mut draft, _facts) =
         decide(&state, &principal, "secret.delete", &workspace, Some(&name)).await?;
     draft.fields.insert("version".into(), json!(version.get()));
     let decision_id = record(&state, &draft).await?;
-    drop(facts);
     if !decision.allow {
         return Err(denied("secret.delete"));
     }

@@ -240,3 +240,41 @@ async fn a_consent_never_carries_a_role_or_an_admin_action() {
         .iter()
         .any(|e| e["kind"] == "consent.granted"));
 }
+
+#[tokio::test]
+async fn a_consent_ends_with_its_grantors_right_to_give_it() {
+    let kernel = Kernel::start().await;
+    let (status, consent) = kernel
+        .call(
+            "alice",
+            "POST",
+            "/v1/consents",
+            Some(grant_body(
+                "Agent::\"helper\"",
+                &["integration.read"],
+                &["Integration::\"gh\""],
+                "2h",
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{consent}");
+    assert_eq!(
+        kernel
+            .authorize("helper", "integration.read", ("Integration", "gh"))
+            .await["decision"],
+        "allow"
+    );
+    // alice is no longer an owner: what she granted no longer counts.
+    let demoted = json!({"uid": {"type": "User", "id": "alice"}, "attrs": {"workspace": {"type": "Workspace", "id": "acme"}}, "parents": [{"type": "Role", "id": "viewer"}]});
+    let operator = kernel.operator.clone();
+    let (status, body) = kernel
+        .call_as(&operator, "PUT", "/v1/entities", Some(demoted))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        kernel
+            .authorize("helper", "integration.read", ("Integration", "gh"))
+            .await["decision"],
+        "deny"
+    );
+}
