@@ -140,6 +140,12 @@ pub async fn request(
     )
     .await?;
     elevation.signed_approvals = obligations.iter().any(|o| o == SIGNED_APPROVALS);
+    if body.emergency && elevation.signed_approvals {
+        return Err(ApiError::forbidden(
+            "this role needs signed approvals: it is never activated in an emergency",
+        )
+        .with_code("signed_approvals_required"));
+    }
     if body.emergency {
         decide_standing(
             &state,

@@ -79,6 +79,8 @@ struct RegisteredKey {
 #[derive(Debug)]
 struct Request {
     index: u64,
+    /// Who asked (never counted as an approver).
+    requester: String,
     signed_approvals: bool,
     emergency: bool,
     approvals_required: u64,
@@ -202,11 +204,16 @@ impl LedgerSignatureChecker {
                     Some(Value::Bool(value)) => Ok(*value),
                     Some(_) => Err(format!("malformed entry: field `{field}` is not a boolean")),
                 };
+                let signed_approvals = flag("signed_approvals")?;
                 let request = Request {
                     index,
-                    signed_approvals: flag("signed_approvals")?,
+                    requester: actor.to_owned(),
+                    signed_approvals,
                     emergency: flag("emergency")?,
                     approvals_required: match entry.get("approvals_required") {
+                        None if signed_approvals => {
+                            return Err("malformed entry: a request that requires signed approvals must say how many (`approvals_required`)".to_owned());
+                        }
                         None => 0,
                         Some(value) => value.as_u64().ok_or_else(|| {
                             "malformed entry: field `approvals_required` is not a non-negative integer"
@@ -233,6 +240,9 @@ impl LedgerSignatureChecker {
                     .ok_or_else(|| {
                         format!("approval of `{}` follows no request for it", echo(id))
                     })?;
+                if actor == request.requester {
+                    return Err(format!("`{}` is approved by its own requester", echo(id)));
+                }
                 if request.signed_approvals {
                     if !signed {
                         return Err(format!(
@@ -253,11 +263,19 @@ impl LedgerSignatureChecker {
                     .ok_or_else(|| {
                         format!("activation of `{}` follows no request for it", echo(id))
                     })?;
-                let emergency =
-                    request.emergency || entry.get("emergency") == Some(&Value::Bool(true));
+                // Whether it was an emergency is the request's to say, not the
+                // activation's; and signed approvals are never skipped.
+                let claimed = entry.get("emergency") == Some(&Value::Bool(true));
+                if claimed != request.emergency {
+                    return Err(format!(
+                        "the activation of `{}` says emergency: {claimed}, its request (entry {}) says {}",
+                        echo(id),
+                        request.index,
+                        request.emergency
+                    ));
+                }
                 let approvers = request.signed_approvers.len() as u64;
-                if request.signed_approvals && !emergency && approvers < request.approvals_required
-                {
+                if request.signed_approvals && approvers < request.approvals_required {
                     return Err(format!(
                         "`{}` is activated with {approvers} signed approvals but its request (entry {}) requires {}",
                         echo(id),
@@ -574,5 +592,39 @@ mod tests {
         let null = br#"{"kind":"decision","actor":"a","workspace":"w","signature":null}"#;
         assert!(checker.check(5, null).is_err());
         assert!(checker.check(5, b"{}").is_err(), "out of order");
+    }
+
+    #[test]
+    fn checker_refuses_an_approval_by_the_requester() {
+        let mut ledger = Ledger::new();
+        ledger.request(false);
+        let error = ledger.approve(BOB, None).unwrap_err();
+        assert!(error.contains("its own requester"), "{error}");
+    }
+
+    #[test]
+    fn checker_refuses_an_activation_that_claims_an_emergency_its_request_did_not() {
+        let mut ledger = Ledger::new();
+        ledger.register(ALICE, &key(1));
+        ledger.request(true);
+        let forged = ledger.push(
+            "break_glass.activated",
+            "writ",
+            json!({"id": BG, "requester": BOB, "role": "admin", "expires_unix_ms": 2, "emergency": true}),
+        );
+        assert!(forged.unwrap_err().contains("emergency"));
+    }
+
+    #[test]
+    fn checker_refuses_a_signed_request_that_does_not_say_how_many_approvals() {
+        let mut ledger = Ledger::new();
+        let error = ledger
+            .push(
+                "break_glass.requested",
+                BOB,
+                json!({"id": BG, "role": "owner", "reason": "x", "duration_ms": 1, "signed_approvals": true}),
+            )
+            .unwrap_err();
+        assert!(error.contains("approvals_required"), "{error}");
     }
 }
