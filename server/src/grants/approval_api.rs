@@ -171,6 +171,14 @@ pub async fn open(
         resource: resource.to_owned(),
         reason,
         submitter: submitter(&state, resource),
+        consent_grantor: entry.get("consent").and_then(Value::as_str).and_then(|id| {
+            state
+                .grants
+                .book()
+                .consents
+                .get(id)
+                .map(|c| c.grantor.clone())
+        }),
         state: GateState::Pending,
         requested_unix_ms: now,
         pending_expires_unix_ms: now.plus(pending_ms),
@@ -190,6 +198,9 @@ pub async fn open(
     );
     if let Some(reason) = &gate.reason {
         fields.insert("reason".into(), json!(reason));
+    }
+    if let Some(grantor) = &gate.consent_grantor {
+        fields.insert("consent_grantor".into(), json!(grantor.uid_text()));
     }
     if let Some(submitter) = &gate.submitter {
         fields.insert("submitter".into(), json!(submitter.uid_text()));
@@ -244,9 +255,13 @@ async fn decide_gate(
     let who = reviewer.uid_text();
     if gate.requester.uid_text() == who
         || gate.submitter.as_ref().is_some_and(|s| s.uid_text() == who)
+        || gate
+            .consent_grantor
+            .as_ref()
+            .is_some_and(|g| g.uid_text() == who)
     {
         return Err(ApiError::forbidden(
-            "neither who asked nor who submitted the work may approve or deny it",
+            "neither who asked, nor who submitted the work, nor who consented to it may approve or deny it",
         )
         .with_code("self_approval"));
     }

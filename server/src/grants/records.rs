@@ -177,6 +177,10 @@ pub struct Gate {
     /// Who submitted the work (copied from the resource entity), who may not approve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitter: Option<Party>,
+    /// Who granted the consent the gated decision relied on: it may not approve
+    /// what it let happen (four eyes, not two by proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_grantor: Option<Party>,
     pub state: GateState,
     pub requested_unix_ms: UnixMs,
     pub pending_expires_unix_ms: UnixMs,
@@ -213,6 +217,9 @@ impl Gate {
         };
         if let Some((key, value)) = role("requester", &self.requester) {
             attrs.insert(key, value);
+        }
+        if let Some(grantor) = self.consent_grantor.as_ref().filter(|g| g.kind == "User") {
+            attrs.insert("consent_grantor".into(), grantor.entity_ref());
         }
         if let Some((key, value)) = self.submitter.as_ref().and_then(|s| role("submitter", s)) {
             attrs.insert(key, value);

@@ -278,3 +278,58 @@ async fn a_consent_ends_with_its_grantors_right_to_give_it() {
         "deny"
     );
 }
+
+#[tokio::test]
+async fn the_grantor_of_a_consent_never_approves_what_it_let_happen() {
+    let kernel = Kernel::start().await;
+    let (status, consent) = kernel
+        .call(
+            "alice",
+            "POST",
+            "/v1/consents",
+            Some(grant_body(
+                "Agent::\"helper\"",
+                &["deploy"],
+                &["Environment::\"prod\""],
+                "1h",
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{consent}");
+    let held = kernel
+        .authorize("helper", "deploy", ("Environment", "prod"))
+        .await;
+    assert_eq!(
+        (held["decision"].as_str(), &held["obligations"]),
+        (Some("allow"), &json!(["approval"]))
+    );
+    let (status, gate) = kernel
+        .call(
+            "helper",
+            "POST",
+            "/v1/approvals",
+            Some(json!({"decision_id": held["decision_id"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{gate}");
+    assert_eq!(gate["consent_grantor"], "User::\"alice\"");
+    let id = gate["id"].as_str().unwrap().to_owned();
+    let (status, body) = kernel
+        .call(
+            "alice",
+            "POST",
+            &format!("/v1/approvals/{id}/approve"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = kernel
+        .call(
+            "erin",
+            "POST",
+            &format!("/v1/approvals/{id}/approve"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
