@@ -70,8 +70,7 @@ pub async fn authorize_admin(
         context: json!({}),
         entities: Vec::new(),
     };
-    let facts =
-        crate::grants::facts::facts(state, principal, action, &resource.to_string()).await?;
+    let facts = crate::grants::facts::facts(state, principal, action, &resource).await?;
     let decision = snapshot.decide_with_parents(&request, &facts.parents()?)?;
     let (actor, ws) = actor_and_workspace(principal);
     let mut fields = Map::new();

@@ -63,13 +63,7 @@ pub async fn decide(
         context,
         entities,
     };
-    let facts = grants::facts::facts(
-        state,
-        principal,
-        &body.action,
-        &request.resource.to_string(),
-    )
-    .await?;
+    let facts = grants::facts::facts(state, principal, &body.action, &request.resource).await?;
     facts.apply(snapshot, &mut request)?;
     let decision = snapshot.decide_with_parents(&request, &facts.parents()?)?;
     let draft = decision_entry(principal, &request, &decision);

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 use writ_ledger::EntryDraft;
-use writ_pdp::DecisionRequest;
+use writ_pdp::{Decision, DecisionRequest};
 
 use super::records::Party;
 use super::statement::{self, SignedStatement};
@@ -116,32 +116,50 @@ pub fn duration(text: &str, max: Duration) -> Result<u64, ApiError> {
     Ok(u64::try_from(parsed.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Decides `action` on a kernel-built resource entity with the principal's
-/// standing roles only, and records the decision; a deny is a 403. Returns the
-/// obligations of the allow.
+/// Decides `action` on `resource` with the principal's standing roles only (no
+/// grant applies to these decisions) and records the decision, noting `purpose`
+/// when given. Returns the decision, allow or deny.
+pub async fn decide_recorded(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    resource: &Party,
+    entities: Vec<writ_pdp::cedar_policy::Entity>,
+    purpose: Option<&str>,
+) -> Result<Decision, ApiError> {
+    let request = DecisionRequest {
+        principal: principal_uid(principal)?,
+        action: writ_pdp::entity_uid("Action", action)?,
+        resource: writ_pdp::entity_uid(&resource.kind, &resource.id)?,
+        context: json!({}),
+        entities,
+    };
+    let decision = state.engine.snapshot().decide(&request)?;
+    let mut draft: EntryDraft = decision_entry(principal, &request, &decision);
+    if let Some(purpose) = purpose {
+        draft.fields.insert("purpose".into(), json!(purpose));
+    }
+    state.record(&draft).await?;
+    Ok(decision)
+}
+
+/// Decides `action` on a kernel-built resource entity (`decide_recorded`); a deny
+/// is a 403. Returns the obligations of the allow.
 pub async fn decide_standing(
     state: &AppState,
     principal: &Principal,
     action: &str,
     entity: &Value,
 ) -> Result<Vec<String>, ApiError> {
-    let snapshot = state.engine.snapshot();
-    let entities = snapshot.request_entities(std::slice::from_ref(entity), &Default::default())?;
-    let uid = entity
-        .pointer("/uid/type")
-        .and_then(Value::as_str)
-        .zip(entity.pointer("/uid/id").and_then(Value::as_str))
+    let entities = state
+        .engine
+        .snapshot()
+        .request_entities(std::slice::from_ref(entity), &Default::default())?;
+    let resource = entities
+        .first()
+        .and_then(|e| Party::parse(&e.uid().to_string()))
         .ok_or_else(|| ApiError::internal("a kernel-built entity", &"has no uid"))?;
-    let request = DecisionRequest {
-        principal: principal_uid(principal)?,
-        action: writ_pdp::entity_uid("Action", action)?,
-        resource: writ_pdp::entity_uid(uid.0, uid.1)?,
-        context: json!({}),
-        entities,
-    };
-    let decision = snapshot.decide(&request)?;
-    let draft: EntryDraft = decision_entry(principal, &request, &decision);
-    state.record(&draft).await?;
+    let decision = decide_recorded(state, principal, action, &resource, entities, None).await?;
     if decision.allow {
         Ok(decision.obligations)
     } else {

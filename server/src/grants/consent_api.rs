@@ -5,21 +5,20 @@
 //! resource. While live, the kernel gives a covering consent to the PDP as
 //! `context.consent` (see `facts`).
 
+use super::common::{
+    decide_recorded, decide_standing, duration, member, optional_text, parse, user,
+};
+use super::lifecycle::{record_step, settle, Ender};
+use super::records::{new_id, Consent, ConsentState, Party};
+use crate::error::ApiError;
+use crate::identity::Principal;
+use crate::routes::JsonBody;
+use crate::state::{AppState, Shared};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use writ_pdp::DecisionRequest;
-
-use super::common::{decide_standing, duration, member, optional_text, parse, user};
-use super::lifecycle::{record_step, settle, Ender};
-use super::records::{new_id, Consent, ConsentState, Party};
-use crate::authorize::decision_entry;
-use crate::error::ApiError;
-use crate::identity::Principal;
-use crate::routes::JsonBody;
-use crate::state::{principal_uid, AppState, Shared};
 
 /// The most actions, resources, and action-resource pairs one consent names.
 pub const MAX_SCOPE: usize = 16;
@@ -142,7 +141,7 @@ fn check_resources(
     state: &AppState,
     resources: &[String],
     workspace: &str,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<Party>, ApiError> {
     if resources.is_empty() || resources.len() > MAX_SCOPE {
         return Err(refused(
             "invalid_scope",
@@ -177,14 +176,17 @@ fn check_resources(
                 ),
             ));
         }
-        let uid = party.uid_text();
-        if snapshot.entity_json(&uid).and_then(workspace_of) != Some(workspace) {
+        if snapshot
+            .entity_json(&party.uid_text())
+            .and_then(workspace_of)
+            != Some(workspace)
+        {
             return Err(refused(
                 "unknown_resource",
                 format!("no `{}` in your workspace", shown(text)),
             ));
         }
-        out.push(uid);
+        out.push(party);
     }
     Ok(out)
 }
@@ -195,32 +197,50 @@ async fn grantor_may(
     state: &AppState,
     principal: &Principal,
     action: &str,
-    resource: &str,
+    resource: &Party,
 ) -> Result<(), ApiError> {
-    let party = Party::parse(resource)
-        .ok_or_else(|| ApiError::internal("a checked resource", &"unparsable"))?;
-    let snapshot = state.engine.snapshot();
-    let request = DecisionRequest {
-        principal: principal_uid(principal)?,
-        action: writ_pdp::entity_uid("Action", action)?,
-        resource: writ_pdp::entity_uid(&party.kind, &party.id)?,
-        context: json!({}),
-        entities: Vec::new(),
-    };
-    let decision = snapshot.decide(&request)?;
-    let mut draft = decision_entry(principal, &request, &decision);
-    draft.fields.insert(
-        "purpose".into(),
-        json!("consent.grant: the grantor's own permission"),
-    );
-    state.record(&draft).await?;
+    let purpose = "consent.grant: the grantor's own permission";
+    let decision = decide_recorded(
+        state,
+        principal,
+        action,
+        resource,
+        Vec::new(),
+        Some(purpose),
+    )
+    .await?;
     if decision.allow {
         Ok(())
     } else {
         Err(ApiError::forbidden(format!(
             "you may not `{}` on `{}` yourself, so you cannot grant it",
             shown(action),
-            shown(resource)
+            shown(&resource.uid_text())
+        )))
+    }
+}
+
+/// `consent.grant` on one stored resource (policy says who owns it); a deny is a 403.
+async fn owner_may_grant(
+    state: &AppState,
+    principal: &Principal,
+    resource: &Party,
+) -> Result<(), ApiError> {
+    let decision = decide_recorded(
+        state,
+        principal,
+        "consent.grant",
+        resource,
+        Vec::new(),
+        None,
+    )
+    .await?;
+    if decision.allow {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "`consent.grant` on `{}` is denied by policy: only its owner grants consents on it",
+            shown(&resource.uid_text())
         )))
     }
 }
@@ -253,13 +273,7 @@ pub async fn grant(
     }
     let duration_ms = duration(&body.duration, state.grants.config.consent_max_duration)?;
     for resource in &resources {
-        let entity = state
-            .engine
-            .snapshot()
-            .entity_json(resource)
-            .cloned()
-            .ok_or_else(|| refused("unknown_resource", format!("no `{}`", shown(resource))))?;
-        decide_on_stored(&state, &principal, &entity).await?;
+        owner_may_grant(&state, &principal, resource).await?;
         for action in &body.actions {
             grantor_may(&state, &principal, action, resource).await?;
         }
@@ -271,7 +285,7 @@ pub async fn grant(
         grantor,
         grantee,
         actions: body.actions,
-        resources,
+        resources: resources.iter().map(Party::uid_text).collect(),
         state: ConsentState::Active,
         reason,
         granted_unix_ms: now,
@@ -297,40 +311,6 @@ pub async fn grant(
     consent.entries.insert("granted".into(), entry);
     state.grants.put_consent(consent.clone())?;
     Ok((StatusCode::CREATED, Json(json!(consent))))
-}
-
-/// `consent.grant` on one stored resource (policy says who owns it).
-async fn decide_on_stored(
-    state: &AppState,
-    principal: &Principal,
-    entity: &Value,
-) -> Result<(), ApiError> {
-    let (Some(kind), Some(id)) = (
-        entity.pointer("/uid/type").and_then(Value::as_str),
-        entity.pointer("/uid/id").and_then(Value::as_str),
-    ) else {
-        return Err(ApiError::internal("a stored entity", &"has no uid"));
-    };
-    let snapshot = state.engine.snapshot();
-    let request = DecisionRequest {
-        principal: principal_uid(principal)?,
-        action: writ_pdp::entity_uid("Action", "consent.grant")?,
-        resource: writ_pdp::entity_uid(kind, id)?,
-        context: json!({}),
-        entities: Vec::new(),
-    };
-    let decision = snapshot.decide(&request)?;
-    state
-        .record(&decision_entry(principal, &request, &decision))
-        .await?;
-    if decision.allow {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "`consent.grant` on `{kind}::\"{}\"` is denied by policy: only its owner grants consents on it",
-            shown(id)
-        )))
-    }
 }
 
 fn find(state: &AppState, principal: &Principal, id: &str) -> Result<Consent, ApiError> {

@@ -11,7 +11,7 @@ use writ_pdp::cedar_policy::EntityUid;
 use writ_pdp::{DecisionRequest, Snapshot};
 
 use super::lifecycle::settle;
-use super::records::{ConsentState, ElevationState, GateState};
+use super::records::{ConsentState, ElevationState, GateState, Party};
 use crate::error::ApiError;
 use crate::identity::Principal;
 use crate::state::AppState;
@@ -102,13 +102,18 @@ pub async fn facts(
     state: &AppState,
     principal: &Principal,
     action: &str,
-    resource: &str,
+    resource: &EntityUid,
 ) -> Result<Facts, ApiError> {
     let grants = &state.grants;
     if standing_only(action) {
         return Ok(Facts::none());
     }
-    let who = principal.entity().to_string();
+    if !grants.any_live() {
+        return Ok(Facts::none());
+    }
+    let who = Party::of(principal);
+    let resource = resource.to_string();
+    let resource = resource.as_str();
     // A grant may fall due between the settle and the look-up: then settle again.
     for _ in 0..3 {
         if !grants.any_live() {
@@ -144,13 +149,13 @@ pub async fn facts(
 
 /// The live grants that cover one decision, and whether any of them is due (its
 /// expiry must be recorded first).
-fn scan(state: &AppState, who: &str, action: &str, resource: &str) -> (Facts, bool) {
+fn scan(state: &AppState, who: &Party, action: &str, resource: &str) -> (Facts, bool) {
     let now = state.grants.now();
     let book = state.grants.book();
     let mut facts = Facts::default();
     let mut due = false;
     for elevation in book.live_elevations() {
-        if elevation.state == ElevationState::Active && elevation.requester.uid_text() == who {
+        if elevation.state == ElevationState::Active && elevation.requester == *who {
             if elevation.deadline().is_some_and(|d| d <= now) {
                 due = true;
             } else if facts.elevation.is_none() {
@@ -169,7 +174,7 @@ fn scan(state: &AppState, who: &str, action: &str, resource: &str) -> (Facts, bo
     }
     for gate in book.live_gates() {
         if gate.state == GateState::Approved
-            && gate.requester.uid_text() == who
+            && gate.requester == *who
             && gate.action == action
             && gate.resource == resource
         {

@@ -331,26 +331,12 @@ impl LedgerSignatureChecker {
 )]
 mod tests {
     use super::*;
-    use crate::grants::statement::{decision_statement, public_key_base64};
+    use crate::grants::statement::public_key_base64;
+    use crate::grants::test_keys::{approve, key, object, ALICE, BG, BOB};
     use ed25519_dalek::SigningKey;
     use serde_json::json;
 
-    const ALICE: &str = "User::\"alice\"";
-    const BOB: &str = "User::\"bob\"";
     const CAROL: &str = "User::\"carol\"";
-    const BG: &str = "bg_0123456789abcdef0123456789abcdef";
-
-    fn key(seed: u8) -> SigningKey {
-        SigningKey::from_bytes(&[seed; 32])
-    }
-
-    fn object(value: Value) -> Map<String, Value> {
-        value.as_object().cloned().unwrap()
-    }
-
-    fn approve(subject: &str, comment: &str) -> Map<String, Value> {
-        decision_statement("break_glass.approve", ALICE, "acme", subject, comment)
-    }
 
     /// Feeds entries (the header is added) to a checker; returns its verdicts.
     struct Ledger {

@@ -13,6 +13,7 @@ use super::clock::UnixMs;
 use super::records::{ConsentState, Elevation, ElevationState, GateState};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::vault::leases::DEFAULT_LEASE_MS;
 
 /// The most lease ids an end entry names (the rest are counted).
 pub const MAX_NAMED_LEASES: usize = 100;
@@ -237,13 +238,16 @@ pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
     };
     let recovered = elevations.len() + consents.len();
     // Leases of elevations that ended before a crash could revoke them: one
-    // pass over the live leases.
+    // pass over the live leases, and only when an elevation ended recently enough
+    // for a lease issued under it (which lasts `DEFAULT_LEASE_MS`) to be live.
+    let since = state.grants.now().0.saturating_sub(DEFAULT_LEASE_MS);
     let ended: std::collections::BTreeSet<String> = state
         .grants
         .book()
         .elevations
         .values()
-        .filter(|e| e.ended_unix_ms.is_some() && e.activated_unix_ms.is_some())
+        .filter(|e| e.activated_unix_ms.is_some())
+        .filter(|e| e.ended_unix_ms.is_some_and(|end| end.0 >= since))
         .map(|e| e.id.clone())
         .collect();
     if !ended.is_empty() {

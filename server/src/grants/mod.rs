@@ -22,6 +22,8 @@ pub mod ledger_check;
 pub mod lifecycle;
 pub mod records;
 pub mod statement;
+#[cfg(test)]
+mod test_keys;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

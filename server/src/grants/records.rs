@@ -255,8 +255,8 @@ impl Consent {
     }
 
     /// Whether its scope names exactly this action and this resource.
-    pub fn covers(&self, grantee: &str, action: &str, resource: &str) -> bool {
-        self.grantee.uid_text() == grantee
+    pub fn covers(&self, grantee: &Party, action: &str, resource: &str) -> bool {
+        self.grantee == *grantee
             && self.actions.iter().any(|a| a == action)
             && self.resources.iter().any(|r| r == resource)
     }

@@ -549,23 +549,8 @@ pub(super) fn unique_object<'de, D: Deserializer<'de>>(
 )]
 mod tests {
     use super::*;
+    use crate::grants::test_keys::{approve, key, object, ALICE, BG, BOB};
     use serde_json::json;
-
-    const ALICE: &str = "User::\"alice\"";
-    const BOB: &str = "User::\"bob\"";
-    const BG: &str = "bg_0123456789abcdef0123456789abcdef";
-
-    fn key(seed: u8) -> SigningKey {
-        SigningKey::from_bytes(&[seed; 32])
-    }
-
-    fn object(value: Value) -> Map<String, Value> {
-        value.as_object().cloned().unwrap()
-    }
-
-    fn approve(subject: &str, comment: &str) -> Map<String, Value> {
-        decision_statement("break_glass.approve", ALICE, "acme", subject, comment)
-    }
 
     #[test]
     fn signed_bytes_sort_keys_and_have_no_whitespace() {

@@ -88,7 +88,7 @@ async fn decide(
         context: json!({}),
         entities,
     };
-    let facts = facts(state, principal, action, &request.resource.to_string()).await?;
+    let facts = facts(state, principal, action, &request.resource).await?;
     facts.apply(&snapshot, &mut request)?;
     let decision = snapshot.decide_with_parents(&request, &facts.parents()?)?;
     let mut draft = decision_entry(principal, &request, &decision);
