@@ -9,9 +9,7 @@
 //!
 //! A key file's contents are never printed, neither on success nor in an error.
 
-use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -418,11 +416,7 @@ fn request_statement(
 fn nonce() -> String {
     let mut bytes = [0u8; 16];
     OsRng.fill_bytes(&mut bytes);
-    hex(&bytes)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Signs a statement with the key in `path`: the `signature` object of a request body.
@@ -976,27 +970,13 @@ pub(crate) fn signing_key(command: SigningKeyCommand) -> anyhow::Result<ExitCode
 fn write_new_seed(path: &Path) -> anyhow::Result<()> {
     let mut seed = Zeroizing::new([0u8; 32]);
     OsRng.fill_bytes(seed.as_mut());
-    let encoded = Zeroizing::new(format!("{}\n", STANDARD.encode(seed.as_ref())));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| {
-            format!(
-                "cannot create `{}` (it is never overwritten)",
-                path.display()
-            )
-        })?;
-    let written = file
-        .write_all(encoded.as_bytes())
-        .and_then(|()| file.sync_all());
-    if let Err(error) = written {
-        drop(file);
-        // The partial file is useless; its removal failing changes nothing for the caller.
-        let _ = std::fs::remove_file(path);
-        return Err(error).with_context(|| format!("cannot write `{}`", path.display()));
-    }
+    let encoded = Zeroizing::new(STANDARD.encode(seed.as_ref()));
+    writ_server::kernel::write_secret_file(path, &encoded).with_context(|| {
+        format!(
+            "a signing key file is never overwritten: `{}`",
+            path.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -1298,7 +1278,6 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
-        assert_eq!(hex(&[0, 1, 0xab, 0xff]), "0001abff");
     }
 
     #[test]

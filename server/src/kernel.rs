@@ -197,10 +197,16 @@ pub fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<PathBuf> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot create `{}` (it must not exist yet)", path.display()))?;
-    file.write_all(secret.as_bytes())
+    let written = file
+        .write_all(secret.as_bytes())
         .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write `{}`", path.display()))?;
+        .and_then(|()| file.sync_all());
+    if let Err(error) = written {
+        drop(file);
+        // A partial secret file is useless; failing to remove it changes nothing.
+        let _ = fs::remove_file(path);
+        return Err(error).with_context(|| format!("cannot write `{}`", path.display()));
+    }
     Ok(path.to_path_buf())
 }
 
