@@ -16,6 +16,7 @@ use writ_pdp::{DecisionRequest, LoadedPolicies};
 
 use crate::error::ApiError;
 use crate::identity::{IdentityError, Principal, PrincipalEntity, PrincipalKind, WorkspaceId};
+use crate::membership;
 use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
 
 /// Entity types only operators may write: who is an operator, what the roles are, the
@@ -24,8 +25,9 @@ use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
 /// uid (which a workspace admin could otherwise plant, naming its own workspace)
 /// would shadow it and block every call on that secret. Elevation, ApprovalRequest
 /// and Consent are built by the kernel from its grants and never stored.
-const OPERATOR_ONLY_TYPES: [&str; 10] = [
+const OPERATOR_ONLY_TYPES: [&str; 12] = [
     "Operator",
+    "Auditor",
     "Role",
     "KillSwitch",
     "Kernel",
@@ -35,6 +37,7 @@ const OPERATOR_ONLY_TYPES: [&str; 10] = [
     "Elevation",
     "ApprovalRequest",
     "Consent",
+    "RoleChange",
 ];
 
 /// The largest entity accepted by `PUT /v1/entities` (it is recorded in the ledger whole).
@@ -72,31 +75,7 @@ pub async fn authorize_admin(
     };
     let facts = crate::grants::facts::facts(state, principal, action, &resource).await?;
     let decision = snapshot.decide_with_parents(&request, &facts.parents()?)?;
-    let (actor, ws) = actor_and_workspace(principal);
-    let mut fields = Map::new();
-    fields.insert("action".into(), json!(action));
-    fields.insert("resource".into(), json!(resource.to_string()));
-    fields.insert(
-        "decision".into(),
-        json!(if decision.allow { "allow" } else { "deny" }),
-    );
-    fields.insert("reasons".into(), json!(decision.reasons));
-    fields.insert(
-        "errors".into(),
-        json!(decision
-            .errors
-            .iter()
-            .map(|e| e.policy_id.as_str())
-            .collect::<Vec<_>>()),
-    );
-    fields.insert("obligations".into(), json!(decision.obligations));
-    fields.insert("policy_set".into(), json!(decision.policy_set.to_string()));
-    let mut draft = EntryDraft {
-        kind: "decision".into(),
-        actor,
-        workspace: ws,
-        fields,
-    };
+    let mut draft = crate::authorize::decision_entry(principal, &request, &decision);
     facts.annotate(&mut draft);
     state.record(&draft).await?;
     if decision.allow {
@@ -120,6 +99,8 @@ pub(crate) async fn record_change(
     fields: Map<String, Value>,
 ) -> Result<String, ApiError> {
     let (actor, workspace) = actor_and_workspace(principal);
+    let mut fields = fields;
+    crate::authorize::name_credential(&mut fields, principal);
     let receipt = state
         .record(&EntryDraft {
             kind: kind.into(),
@@ -252,19 +233,20 @@ pub async fn put_entity(
     refuse_self(&principal, &uid)?;
     if matches!(
         entity_type(&uid),
-        "Host" | "File" | "Elevation" | "ApprovalRequest" | "Consent"
+        "Host" | "File" | "Elevation" | "ApprovalRequest" | "Consent" | "RoleChange"
     ) {
         return Err(ApiError::unprocessable(
             "entity_not_storable",
-            "Host, File, Elevation, ApprovalRequest and Consent entities are built by the kernel for each request and are never stored",
+            "Host, File, Elevation, ApprovalRequest, Consent and RoleChange entities are built by the kernel for each request and are never stored",
         ));
     }
     let scope = principal.workspace().cloned();
+    // Held until the change is stored: the roles read here are the roles changed.
+    let _membership = membership::lock().await;
+    let existing = state.engine.snapshot().entity_json(&uid).cloned();
     if let Some(workspace) = &scope {
-        let existing_ok = state
-            .engine
-            .snapshot()
-            .entity_json(&uid)
+        let existing_ok = existing
+            .as_ref()
             .is_none_or(|existing| in_scope(workspace, &uid, existing));
         if !in_scope(workspace, &uid, &entity) || !existing_ok {
             return Err(ApiError::forbidden(format!(
@@ -281,6 +263,19 @@ pub async fn put_entity(
         scope.as_ref().map(WorkspaceId::as_str),
     )
     .await?;
+    let role_changes = if membership::is_member(&uid) {
+        membership::changes(existing.as_ref(), Some(&entity))
+    } else {
+        Vec::new()
+    };
+    membership::authorize(&state, &principal, &uid, &role_changes).await?;
+    let gives = role_changes
+        .iter()
+        .any(|c| c.direction == membership::Direction::Assign);
+    if membership::is_member(&uid) && (existing.is_none() || gives) {
+        membership::note_onboarded(&state, &uid, &principal)?;
+    }
+    membership::record(&state, &principal, &uid, &role_changes).await?;
     let mut fields = Map::new();
     fields.insert("uid".into(), json!(uid));
     fields.insert("entity".into(), entity.clone());
@@ -305,6 +300,7 @@ pub async fn delete_entity(
     let uid = canonical_uid(&uid)?;
     refuse_self(&principal, &uid)?;
     let scope = principal.workspace().cloned();
+    let _membership = membership::lock().await;
     let snapshot = state.engine.snapshot();
     let existing = snapshot
         .entity_json(&uid)
@@ -328,6 +324,13 @@ pub async fn delete_entity(
         scope.as_ref().map(WorkspaceId::as_str),
     )
     .await?;
+    let role_changes = if membership::is_member(&uid) {
+        membership::changes(Some(existing), None)
+    } else {
+        Vec::new()
+    };
+    membership::authorize(&state, &principal, &uid, &role_changes).await?;
+    membership::record(&state, &principal, &uid, &role_changes).await?;
     let mut fields = Map::new();
     fields.insert("uid".into(), json!(uid));
     record_change(&state, &principal, "entity.deleted", fields).await?;
@@ -350,6 +353,38 @@ pub struct CreateKeyBody {
     label: Option<String>,
 }
 
+/// Which admin action mints a key of `subject` for `caller`, or why none does:
+/// a User's keys only for itself (self-service) or by an Operator, so that no
+/// owner or admin can act through a puppet; an Agent's keys by its workspace's
+/// owners and admins; an Operator's or Auditor's keys by an Operator.
+fn key_minting_action(caller: &Principal, subject: &Principal) -> Result<&'static str, ApiError> {
+    if let Some(own) = caller.workspace() {
+        if subject.workspace() != Some(own) {
+            return Err(ApiError::forbidden(format!(
+                "keys can be made only for principals of the workspace `{}`",
+                own.as_str()
+            )));
+        }
+    }
+    match subject.kind() {
+        PrincipalKind::User if caller.entity() == subject.entity() => Ok("admin.apikeys.self"),
+        PrincipalKind::User if caller.kind() != PrincipalKind::Operator => Err(ApiError::forbidden(
+            "a User's API keys are made by that User or by an operator, never by another member",
+        )
+        .with_code("user_keys_self_service")),
+        PrincipalKind::User | PrincipalKind::Agent => Ok("admin.apikeys.manage"),
+        PrincipalKind::Operator | PrincipalKind::Auditor => {
+            if subject.workspace().is_some() {
+                return Err(ApiError::unprocessable(
+                    "invalid_principal",
+                    "operators and auditors have no workspace",
+                ));
+            }
+            Ok("admin.apikeys.manage")
+        }
+    }
+}
+
 pub async fn create_api_key(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -368,39 +403,29 @@ pub async fn create_api_key(
         .map_err(|error| ApiError::unprocessable("invalid_workspace", error.to_string()))?;
     let subject = Principal::new(entity, workspace)
         .map_err(|error| ApiError::unprocessable("invalid_principal", error.to_string()))?;
-    if let Some(own) = caller.workspace() {
-        if subject.workspace() != Some(own) {
-            return Err(ApiError::forbidden(format!(
-                "keys can be made only for principals of the workspace `{}`",
-                own.as_str()
-            )));
-        }
-    }
+    let action = key_minting_action(&caller, &subject)?;
     if let Some(workspace) = subject.workspace() {
+        // One answer whether the entity is missing or in another workspace: ids are
+        // global, and a tenant must not learn which ids other tenants use.
         let uid = subject.entity().to_string();
         let snapshot = state.engine.snapshot();
-        let stored = snapshot.entity_json(&uid).ok_or_else(|| {
-            ApiError::unprocessable(
-                "unknown_principal",
-                format!("`{uid}` is not in the entity store; add it first"),
-            )
-        })?;
-        if entity_workspace(stored) != Some(workspace.as_str()) {
+        let member = snapshot
+            .entity_json(&uid)
+            .is_some_and(|stored| entity_workspace(stored) == Some(workspace.as_str()));
+        if !member {
             return Err(ApiError::unprocessable(
-                "workspace_mismatch",
-                format!("`{uid}` is not in the workspace `{}`", workspace.as_str()),
+                "unknown_principal",
+                format!(
+                    "`{uid}` is not a member of the workspace `{}`; add it first",
+                    workspace.as_str()
+                ),
             ));
         }
-    } else if subject.kind() != PrincipalKind::Operator {
-        return Err(ApiError::unprocessable(
-            "invalid_principal",
-            "users and agents need a workspace",
-        ));
     }
     let admitted = authorize_admin(
         &state,
         &caller,
-        "admin.apikeys.manage",
+        action,
         subject.workspace().map(WorkspaceId::as_str),
     )
     .await?;
@@ -486,10 +511,17 @@ pub async fn revoke_api_key(
     if scope.is_some() && record.principal.workspace() != scope.as_ref() {
         return Err(ApiError::not_found("no such api key"));
     }
+    // Anyone may revoke its own keys; other keys are managed by admins.
+    let action =
+        if caller.kind() == PrincipalKind::User && record.principal.entity() == caller.entity() {
+            "admin.apikeys.self"
+        } else {
+            "admin.apikeys.manage"
+        };
     let _admitted = authorize_admin(
         &state,
         &caller,
-        "admin.apikeys.manage",
+        action,
         record.principal.workspace().map(WorkspaceId::as_str),
     )
     .await?;

@@ -143,11 +143,20 @@ pub(crate) fn decision_entry(
     if decision.failed_closed {
         fields.insert("failed_closed".into(), json!(true));
     }
+    name_credential(&mut fields, principal);
     EntryDraft {
         kind: "decision".into(),
         actor,
         workspace,
         fields,
+    }
+}
+
+/// Names the credential a principal acted with in an entry's fields (`credential`),
+/// so that an auditor tells two keys of one principal apart.
+pub(crate) fn name_credential(fields: &mut Map<String, Value>, principal: &Principal) {
+    if let Some(credential) = principal.credential() {
+        fields.insert("credential".into(), credential.to_json());
     }
 }
 

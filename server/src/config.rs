@@ -46,6 +46,7 @@ pub struct GrantsSection {
     pub approval_window: Option<String>,
     pub approval_pending: Option<String>,
     pub consent_max_duration: Option<String>,
+    pub new_member_cooldown: Option<String>,
 }
 
 impl GrantsSection {
@@ -101,6 +102,11 @@ impl GrantsSection {
                 "consent_max_duration",
                 &self.consent_max_duration,
                 defaults.consent_max_duration,
+            )?,
+            new_member_cooldown: duration(
+                "new_member_cooldown",
+                &self.new_member_cooldown,
+                defaults.new_member_cooldown,
             )?,
         })
     }

@@ -2,7 +2,7 @@
 //! `writ init` (and `writ serve` on a fresh data dir) can lay them down anywhere.
 
 /// (file name, text) of every default policy file.
-pub const POLICIES: [(&str, &str); 9] = [
+pub const POLICIES: [(&str, &str); 10] = [
     ("admin.cedar", include_str!("../../policies/admin.cedar")),
     ("egress.cedar", include_str!("../../policies/egress.cedar")),
     ("files.cedar", include_str!("../../policies/files.cedar")),
@@ -10,6 +10,10 @@ pub const POLICIES: [(&str, &str); 9] = [
     (
         "kill_switch.cedar",
         include_str!("../../policies/kill_switch.cedar"),
+    ),
+    (
+        "membership.cedar",
+        include_str!("../../policies/membership.cedar"),
     ),
     ("roles.cedar", include_str!("../../policies/roles.cedar")),
     (

@@ -12,6 +12,7 @@ pub mod grants;
 pub mod identity;
 pub mod kernel;
 pub mod ledger_api;
+pub mod membership;
 pub mod metrics;
 pub mod request;
 pub mod routes;

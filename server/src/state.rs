@@ -19,10 +19,11 @@ use crate::metrics::Metrics;
 
 /// Entity types a caller may never supply with a request: who acts, in which role
 /// and workspace, and the kernel's own switches are the kernel's to say.
-pub const RESERVED_TYPES: [&str; 13] = [
+pub const RESERVED_TYPES: [&str; 15] = [
     "User",
     "Agent",
     "Operator",
+    "Auditor",
     "Role",
     "Workspace",
     "KillSwitch",
@@ -33,6 +34,7 @@ pub const RESERVED_TYPES: [&str; 13] = [
     "Elevation",
     "ApprovalRequest",
     "Consent",
+    "RoleChange",
 ];
 
 /// Entities that always exist; deleting them is refused.

@@ -265,6 +265,13 @@ async fn decide_gate(
         )
         .with_code("self_approval"));
     }
+    if approve {
+        // A member who asked or submitted just made may not vouch for the request.
+        crate::membership::check_cooldown(&state, &principal, &gate.requester.uid_text())?;
+        if let Some(submitter) = &gate.submitter {
+            crate::membership::check_cooldown(&state, &principal, &submitter.uid_text())?;
+        }
+    }
     let _steps = state.grants.steps.lock().await;
     let mut gate = find(&state, &principal, &id)?;
     let now = state.grants.now();

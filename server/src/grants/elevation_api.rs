@@ -293,6 +293,8 @@ pub async fn approve(
         Some("approve"),
     )
     .await?;
+    // A member its requester just made may not vouch for the request.
+    crate::membership::check_cooldown(&state, &principal, &elevation.requester.uid_text())?;
     require_state(&elevation, &[ElevationState::Pending])?;
     if elevation.pending_expires_unix_ms <= state.grants.now() {
         return Err(conflict("wrong_state", format!("`{id}` has expired")));
@@ -443,6 +445,8 @@ pub async fn review(
         Some("review"),
     )
     .await?;
+    // A member its requester just made may not vouch for the request.
+    crate::membership::check_cooldown(&state, &principal, &elevation.requester.uid_text())?;
     if !elevation.emergency || elevation.activated_unix_ms.is_none() {
         return Err(conflict(
             "not_emergency",

@@ -54,6 +54,9 @@ pub struct GrantsConfig {
     pub approval_pending: Duration,
     /// The longest consent (default 30 days).
     pub consent_max_duration: Duration,
+    /// How long a User or Agent that someone created or gave a role may not
+    /// approve what that someone asked for (default 24 h).
+    pub new_member_cooldown: Duration,
 }
 
 impl Default for GrantsConfig {
@@ -66,6 +69,7 @@ impl Default for GrantsConfig {
             approval_window: Duration::from_secs(15 * 60),
             approval_pending: Duration::from_secs(3600),
             consent_max_duration: Duration::from_secs(30 * 24 * 3600),
+            new_member_cooldown: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -154,6 +158,9 @@ pub struct Grants {
     gates: sled::Tree,
     consents: sled::Tree,
     pub(crate) signing_keys: sled::Tree,
+    /// Who made whom a member: `subject \x1f giver` -> the latest time (ms, big
+    /// endian) the giver created the subject or gave it a role.
+    pub(crate) onboarded: sled::Tree,
 }
 
 fn load<T: DeserializeOwned>(tree: &sled::Tree) -> anyhow::Result<BTreeMap<String, T>> {
@@ -199,6 +206,7 @@ impl Grants {
             gates,
             consents,
             signing_keys: state_db.open_tree("signing_keys")?,
+            onboarded: state_db.open_tree("grants.onboarded")?,
         })
     }
 

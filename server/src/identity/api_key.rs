@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq as _;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::error::IdentityError;
-use super::principal::{Principal, PrincipalEntity, WorkspaceId};
+use super::principal::{Credential, Principal, PrincipalEntity, WorkspaceId};
 
 /// Every API key starts with this; the server routes tokens on it.
 pub const API_KEY_PREFIX: &str = "writ_";
@@ -274,7 +274,10 @@ impl ApiKeyStore {
         if stored.revoked {
             return Err(IdentityError::Revoked);
         }
-        Ok(stored.to_record()?.principal)
+        let record = stored.to_record()?;
+        Ok(record.principal.with_credential(Credential::ApiKey {
+            id: record.id.as_str().to_owned(),
+        }))
     }
 
     /// One key's record.

@@ -135,7 +135,7 @@ impl IdentityError {
 /// Why a principal's text form or id was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum PrincipalSyntax {
-    #[error("the entity type must be `User`, `Agent` or `Operator`")]
+    #[error("the entity type must be `User`, `Agent`, `Operator` or `Auditor`")]
     UnknownType,
     #[error("expected the form `Type::\"id\"`")]
     Syntax,

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::{IdentityError, JwksError};
-use super::principal::{Principal, PrincipalEntity, PrincipalKind, WorkspaceId};
+use super::principal::{Credential, Principal, PrincipalEntity, PrincipalKind, WorkspaceId};
 use super::MAX_TOKEN_BYTES;
 
 /// The largest JWKS file read. Real ones are a few KiB.
@@ -312,7 +312,12 @@ impl JwksVerifier {
 
         self.check_time(&claims, now_unix_secs)?;
         self.check_issuer_audience(&claims)?;
-        self.principal(&claims)
+        let credential = Credential::jwt(
+            &self.config.issuer,
+            claims.get("jti").and_then(Value::as_str),
+            claims.get("sub").and_then(Value::as_str),
+        );
+        Ok(self.principal(&claims)?.with_credential(credential))
     }
 
     fn check_time(&self, claims: &Map<String, Value>, now: u64) -> Result<(), IdentityError> {
@@ -365,7 +370,13 @@ impl JwksVerifier {
                 PrincipalEntity::new(PrincipalKind::User, sub)?
             }
         };
-        if entity.kind() == PrincipalKind::Operator && !config.allow_operator {
+        // Kernel-wide principals (operators, auditors) come from a JWT only when the
+        // deployment says its IdP may name them.
+        if matches!(
+            entity.kind(),
+            PrincipalKind::Operator | PrincipalKind::Auditor
+        ) && !config.allow_operator
+        {
             return Err(IdentityError::OperatorNotAllowed);
         }
         let workspace = string_claim(claims, &config.workspace_claim)?;

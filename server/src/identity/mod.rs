@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use api_key::{ApiKeyId, ApiKeyRecord, ApiKeySecret, ApiKeyStore, API_KEY_PREFIX};
 pub use error::{IdentityError, JwksError, PrincipalSyntax};
 pub use jwt::{JwksVerifier, JwtConfig};
-pub use principal::{Principal, PrincipalEntity, PrincipalKind, WorkspaceId};
+pub use principal::{Credential, Principal, PrincipalEntity, PrincipalKind, WorkspaceId};
 
 /// The longest bearer token accepted, in bytes. API keys are 48 bytes; real JWTs
 /// are well under 2 KiB. The cap bounds the work an unauthenticated caller can

@@ -27,6 +27,9 @@ pub enum PrincipalKind {
     Agent,
     /// Whoever runs the writ deployment; above workspaces, so it has none.
     Operator,
+    /// Someone who checks the ledger: reads every entry, decides and changes
+    /// nothing; above workspaces, so it has none.
+    Auditor,
 }
 
 impl PrincipalKind {
@@ -36,12 +39,13 @@ impl PrincipalKind {
             Self::User => "User",
             Self::Agent => "Agent",
             Self::Operator => "Operator",
+            Self::Auditor => "Auditor",
         }
     }
 
     /// Whether a principal of this kind must act inside a workspace.
     pub fn has_workspace(self) -> bool {
-        !matches!(self, Self::Operator)
+        !matches!(self, Self::Operator | Self::Auditor)
     }
 }
 
@@ -59,6 +63,7 @@ impl FromStr for PrincipalKind {
             "User" => Ok(Self::User),
             "Agent" => Ok(Self::Agent),
             "Operator" => Ok(Self::Operator),
+            "Auditor" => Ok(Self::Auditor),
             _ => Err(IdentityError::BadPrincipal(PrincipalSyntax::UnknownType)),
         }
     }
@@ -115,6 +120,7 @@ fn parse_entity(s: &str) -> Result<PrincipalEntity, PrincipalSyntax> {
         "User" => PrincipalKind::User,
         "Agent" => PrincipalKind::Agent,
         "Operator" => PrincipalKind::Operator,
+        "Auditor" => PrincipalKind::Auditor,
         _ => return Err(PrincipalSyntax::UnknownType),
     };
     let quoted = rest.strip_prefix('"').ok_or(PrincipalSyntax::Syntax)?;
@@ -223,16 +229,36 @@ impl<'de> Deserialize<'de> for WorkspaceId {
 }
 
 /// A verified caller: its entity and, for users and agents, its workspace.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A verified caller: its entity, its workspace, and the credential it showed.
+///
+/// Two principals are equal when their entity and workspace are: the credential
+/// says which of a principal's keys acted, never who acted, so two keys of one
+/// person are still one person for every separation-of-duties rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "PrincipalRepr")]
 pub struct Principal {
     entity: PrincipalEntity,
-    // INVARIANT: `Some` exactly when `entity.kind().has_workspace()`.
     workspace: Option<WorkspaceId>,
+    #[serde(skip)]
+    credential: Option<Credential>,
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.entity == other.entity && self.workspace == other.workspace
+    }
+}
+
+impl Eq for Principal {}
+
+impl std::hash::Hash for Principal {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.entity.hash(state);
+        self.workspace.hash(state);
+    }
 }
 
 impl Principal {
-    /// Users and agents need a workspace; operators must have none.
     pub fn new(
         entity: PrincipalEntity,
         workspace: Option<WorkspaceId>,
@@ -240,8 +266,18 @@ impl Principal {
         match (entity.kind().has_workspace(), &workspace) {
             (true, None) => Err(IdentityError::MissingWorkspace(entity.kind())),
             (false, Some(_)) => Err(IdentityError::UnexpectedWorkspace),
-            _ => Ok(Self { entity, workspace }),
+            _ => Ok(Self {
+                entity,
+                workspace,
+                credential: None,
+            }),
         }
+    }
+
+    /// The same principal, as shown by `credential`.
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = Some(credential);
+        self
     }
 
     pub fn entity(&self) -> &PrincipalEntity {
@@ -252,10 +288,76 @@ impl Principal {
         self.entity.kind()
     }
 
-    /// `None` for operators only.
     pub fn workspace(&self) -> Option<&WorkspaceId> {
         self.workspace.as_ref()
     }
+
+    /// The credential the request was made with (none for a principal the kernel
+    /// built itself, such as a stored key's owner).
+    pub fn credential(&self) -> Option<&Credential> {
+        self.credential.as_ref()
+    }
+}
+
+/// Which credential made a request, as its ledger entries name it: an API key by
+/// its id, a JWT by its issuer and its `jti` (or, without one, its `sub`). Never
+/// the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An API key, by its public id (`ak_...`).
+    ApiKey { id: String },
+    /// A JWT, by its `iss` and its `jti` or `sub` claim (at most 256 bytes each).
+    Jwt {
+        issuer: String,
+        token_id: Option<String>,
+        subject: Option<String>,
+    },
+}
+
+impl Credential {
+    /// The longest claim copied into an entry, in bytes; longer ones are cut at a
+    /// character boundary.
+    const MAX_CLAIM_BYTES: usize = 256;
+
+    /// A JWT's credential from its verified claims.
+    pub fn jwt(issuer: &str, token_id: Option<&str>, subject: Option<&str>) -> Self {
+        Self::Jwt {
+            issuer: bounded(issuer, Self::MAX_CLAIM_BYTES),
+            token_id: token_id.map(|t| bounded(t, Self::MAX_CLAIM_BYTES)),
+            subject: subject.map(|s| bounded(s, Self::MAX_CLAIM_BYTES)),
+        }
+    }
+
+    /// The `credential` field of a ledger entry.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Self::ApiKey { id } => serde_json::json!({"type": "api_key", "id": id}),
+            Self::Jwt {
+                issuer,
+                token_id,
+                subject,
+            } => {
+                let mut object = serde_json::Map::new();
+                object.insert("type".into(), "jwt".into());
+                object.insert("iss".into(), issuer.as_str().into());
+                match (token_id, subject) {
+                    (Some(jti), _) => object.insert("jti".into(), jti.as_str().into()),
+                    (None, Some(sub)) => object.insert("sub".into(), sub.as_str().into()),
+                    (None, None) => None,
+                };
+                serde_json::Value::Object(object)
+            }
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_owned()
 }
 
 #[derive(Deserialize)]

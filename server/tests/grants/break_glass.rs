@@ -506,7 +506,7 @@ async fn an_elevation_leaves_nothing_behind_it() {
             "carol",
             "POST",
             "/v1/apikeys",
-            Some(json!({"principal": "User::\"erin\"", "workspace": "acme"})),
+            Some(json!({"principal": "Agent::\"helper\"", "workspace": "acme"})),
         )
         .await;
     assert_eq!(
@@ -520,7 +520,7 @@ async fn an_elevation_leaves_nothing_behind_it() {
             "bob",
             "POST",
             "/v1/apikeys",
-            Some(json!({"principal": "User::\"erin\"", "workspace": "acme"})),
+            Some(json!({"principal": "Agent::\"helper\"", "workspace": "acme"})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");

@@ -264,9 +264,15 @@ async fn a_consent_ends_with_its_grantors_right_to_give_it() {
             .await["decision"],
         "allow"
     );
-    // alice is no longer an owner: what she granted no longer counts.
-    let demoted = json!({"uid": {"type": "User", "id": "alice"}, "attrs": {"workspace": {"type": "Workspace", "id": "acme"}}, "parents": [{"type": "Role", "id": "viewer"}]});
+    // alice is no longer an owner (olive is, as a workspace keeps one): what she
+    // granted no longer counts.
     let operator = kernel.operator.clone();
+    let olive = json!({"uid": {"type": "User", "id": "olive"}, "attrs": {"workspace": {"type": "Workspace", "id": "acme"}}, "parents": [{"type": "Role", "id": "owner"}]});
+    let (status, body) = kernel
+        .call_as(&operator, "PUT", "/v1/entities", Some(olive))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let demoted = json!({"uid": {"type": "User", "id": "alice"}, "attrs": {"workspace": {"type": "Workspace", "id": "acme"}}, "parents": [{"type": "Role", "id": "viewer"}]});
     let (status, body) = kernel
         .call_as(&operator, "PUT", "/v1/entities", Some(demoted))
         .await;

@@ -25,7 +25,7 @@ pub(crate) struct Kernel {
 
 pub(crate) const MINUTE: u64 = 60_000;
 
-fn user(id: &str, workspace: &str, roles: &[&str]) -> Value {
+pub(crate) fn user(id: &str, workspace: &str, roles: &[&str]) -> Value {
     let parents: Vec<Value> = roles
         .iter()
         .map(|r| json!({"type": "Role", "id": r}))
@@ -127,6 +127,24 @@ impl Kernel {
             self.keys
                 .insert(name, body["key"].as_str().unwrap().to_owned());
         }
+    }
+
+    /// An operator mints an API key for `principal` (`User::"x"`) and files it
+    /// under its id (`x`) for `call`.
+    pub(crate) async fn mint(&mut self, principal: &str, workspace: &str) {
+        let operator = self.operator.clone();
+        let (status, body) = self
+            .call_as(
+                &operator,
+                "POST",
+                "/v1/apikeys",
+                Some(json!({"principal": principal, "workspace": workspace})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let name = principal.split('"').nth(1).unwrap().to_owned();
+        self.keys
+            .insert(name, body["key"].as_str().unwrap().to_owned());
     }
 
     pub(crate) async fn call_as(

@@ -5,4 +5,5 @@
 mod break_glass;
 mod consent;
 mod fixture;
+mod four_eyes;
 mod gates;

@@ -1,0 +1,313 @@
+//! Four eyes per person, not per token: role changes are decisions of their own,
+//! a User's API keys are its own (or an operator's to make), and a member someone
+//! just made cannot approve what that someone asked for.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::fixture::{user, Kernel, MINUTE};
+
+const DAY: u64 = 24 * 60 * MINUTE;
+
+async fn put(kernel: &Kernel, who: &str, entity: Value) -> (StatusCode, Value) {
+    kernel.call(who, "PUT", "/v1/entities", Some(entity)).await
+}
+
+async fn mint(kernel: &Kernel, who: &str, principal: &str) -> (StatusCode, Value) {
+    kernel
+        .call(
+            who,
+            "POST",
+            "/v1/apikeys",
+            Some(json!({"principal": principal, "workspace": "acme"})),
+        )
+        .await
+}
+
+fn code(body: &Value) -> Option<&str> {
+    body["error"]["code"].as_str()
+}
+
+async fn break_glass(kernel: &Kernel, who: &str) -> String {
+    let (status, body) = kernel
+        .call(
+            who,
+            "POST",
+            "/v1/break-glass",
+            Some(
+                json!({"role": "admin", "reason": "INC-7: the queue is stuck", "duration": "30m"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn approve_break_glass(kernel: &Kernel, who: &str, id: &str) -> (StatusCode, Value) {
+    kernel
+        .call(
+            who,
+            "POST",
+            &format!("/v1/break-glass/{id}/approve"),
+            Some(json!({"comment": "ok"})),
+        )
+        .await
+}
+
+/// The entries of `kind` about `subject`.
+fn role_entries(kernel: &Kernel, kind: &str, subject: &str) -> Vec<Value> {
+    kernel
+        .ledger()
+        .into_iter()
+        .filter(|e| e["kind"] == kind && e["subject"] == subject)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_admin_cannot_make_a_puppet_owner_nor_act_through_one() {
+    let mut kernel = Kernel::start().await;
+
+    // Step 1: a new User with the owner role, made by an admin: refused, recorded.
+    let (status, body) = put(&kernel, "bob", user("bob2", "acme", &["owner"])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = kernel
+        .call("alice", "GET", "/v1/entities/User::\"bob2\"", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored");
+    let denied: Vec<Value> = kernel
+        .ledger()
+        .into_iter()
+        .filter(|e| e["action"] == "admin.roles.assign" && e["actor"] == "User::\"bob\"")
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(denied[0]["decision"], "deny");
+    assert!(role_entries(&kernel, "role.assigned", "User::\"bob2\"").is_empty());
+
+    // Nor may the admin promote an existing member, or demote the owner.
+    let (status, _) = put(&kernel, "bob", user("carol", "acme", &["owner"])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = put(&kernel, "bob", user("erin", "acme", &["admin"])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = put(&kernel, "bob", user("alice", "acme", &["viewer"])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // An admin still onboards a reviewer...
+    let (status, body) = put(&kernel, "bob", user("bob2", "acme", &["reviewer"])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let given = role_entries(&kernel, "role.assigned", "User::\"bob2\"");
+    assert_eq!(given.len(), 1);
+    assert_eq!(
+        (&given[0]["role"], &given[0]["actor"]),
+        (&json!("reviewer"), &json!("User::\"bob\""))
+    );
+
+    // Step 2: ...but never mints a User's key: not the puppet's, not anyone's.
+    for subject in ["User::\"bob2\"", "User::\"carol\"", "User::\"alice\""] {
+        let (status, body) = mint(&kernel, "bob", subject).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, Some("user_keys_self_service")),
+            "{subject}: {body}"
+        );
+    }
+    // Agents' keys are the admins' to make.
+    let (status, body) = mint(&kernel, "bob", "Agent::\"bot\"").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Step 3: even with a key from elsewhere (an operator, an IdP), the puppet does
+    // not approve its maker's held action until the cooldown is over.
+    kernel.mint("User::\"bob2\"", "acme").await;
+    let held = kernel
+        .authorize("bob", "deploy", ("Environment", "prod"))
+        .await;
+    assert_eq!(held["obligations"], json!(["approval"]));
+    let (status, gate) = kernel
+        .call(
+            "bob",
+            "POST",
+            "/v1/approvals",
+            Some(json!({"decision_id": held["decision_id"], "reason": "release"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{gate}");
+    let gate_id = gate["id"].as_str().unwrap();
+    let (status, body) = kernel
+        .call(
+            "bob2",
+            "POST",
+            &format!("/v1/approvals/{gate_id}/approve"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("new_member_cooldown")),
+        "{body}"
+    );
+    // Someone bob did not make approves as before.
+    let (status, body) = kernel
+        .call(
+            "erin",
+            "POST",
+            &format!("/v1/approvals/{gate_id}/approve"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn an_owner_onboards_a_second_owner_who_approves_after_the_cooldown() {
+    let mut kernel = Kernel::start().await;
+    let (status, body) = put(&kernel, "alice", user("olive", "acme", &["owner"])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let given = role_entries(&kernel, "role.assigned", "User::\"olive\"");
+    assert_eq!(given.len(), 1, "the ledger shows the role change");
+    assert_eq!(given[0]["role"], "owner");
+    assert_eq!(given[0]["actor"], "User::\"alice\"");
+    assert_eq!(given[0]["role_workspace"], "acme");
+    let decided: Vec<Value> = kernel
+        .ledger()
+        .into_iter()
+        .filter(|e| e["action"] == "admin.roles.assign" && e["actor"] == "User::\"alice\"")
+        .collect();
+    assert_eq!(decided.len(), 1);
+    assert_eq!(decided[0]["reasons"], json!(["roles-owner"]));
+    assert!(decided[0]["index"].as_u64() < given[0]["index"].as_u64());
+
+    kernel.mint("User::\"olive\"", "acme").await;
+    let first = break_glass(&kernel, "alice").await;
+    let (status, body) = approve_break_glass(&kernel, "olive", &first).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("new_member_cooldown")),
+        "{body}"
+    );
+    // Others' requests are not affected: olive approves carol's at once.
+    let carols = break_glass(&kernel, "carol").await;
+    let (status, body) = approve_break_glass(&kernel, "olive", &carols).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    kernel.clock.advance(DAY + MINUTE);
+    let second = break_glass(&kernel, "alice").await;
+    let (status, body) = approve_break_glass(&kernel, "olive", &second).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn the_last_owner_stays_and_nobody_changes_their_own_roles() {
+    let kernel = Kernel::start().await;
+    let operator = kernel.operator.clone();
+    // alice is acme's only owner: not even an operator takes it away.
+    let (status, body) = kernel
+        .call_as(
+            &operator,
+            "PUT",
+            "/v1/entities",
+            Some(user("alice", "acme", &["viewer"])),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("last_owner")),
+        "{body}"
+    );
+    let (status, body) = kernel
+        .call_as(&operator, "DELETE", "/v1/entities/User::\"alice\"", None)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("last_owner")),
+        "{body}"
+    );
+    // Nobody edits their own roles, owner or not.
+    let (status, body) = put(&kernel, "alice", user("alice", "acme", &["owner", "admin"])).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("self_modification"))
+    );
+    // With a second owner, the first can be demoted by the second.
+    let (status, _) = put(&kernel, "alice", user("olive", "acme", &["owner"])).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = kernel
+        .call_as(
+            &operator,
+            "PUT",
+            "/v1/entities",
+            Some(user("alice", "acme", &["admin"])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let removed = role_entries(&kernel, "role.removed", "User::\"alice\"");
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0]["role"], "owner");
+}
+
+#[tokio::test]
+async fn keys_are_self_service_and_entries_name_the_key_that_acted() {
+    let kernel = Kernel::start().await;
+    // A viewer mints its own key (no admin role needed) and it works.
+    let (status, mine) = mint(&kernel, "carol", "User::\"carol\"").await;
+    assert_eq!(status, StatusCode::CREATED, "{mine}");
+    let second_key = mine["key"].as_str().unwrap().to_owned();
+    let second_id = mine["id"].as_str().unwrap().to_owned();
+
+    let read = json!({"action": "read", "resource": {"type": "WorkItem", "id": "w1"}});
+    let (status, _) = kernel
+        .call("carol", "POST", "/v1/authorize", Some(read.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = kernel
+        .call_as(&second_key, "POST", "/v1/authorize", Some(read))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let credentials: Vec<Value> = kernel
+        .ledger()
+        .into_iter()
+        .filter(|e| e["kind"] == "decision" && e["action"] == "read")
+        .map(|e| e["credential"].clone())
+        .collect();
+    assert_eq!(credentials.len(), 2, "{credentials:?}");
+    assert_eq!(credentials[0]["type"], "api_key");
+    assert!(credentials[0]["id"].as_str().unwrap().starts_with("ak_"));
+    assert_eq!(credentials[1], json!({"type": "api_key", "id": second_id}));
+    assert_ne!(
+        credentials[0], credentials[1],
+        "two keys of one principal differ"
+    );
+
+    // The change entries name it too, and the owner revokes carol's second key
+    // while carol may revoke only her own.
+    let (status, _) = kernel
+        .call("erin", "DELETE", &format!("/v1/apikeys/{second_id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = kernel
+        .call("carol", "DELETE", &format!("/v1/apikeys/{second_id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let revoked: Vec<Value> = kernel
+        .ledger()
+        .into_iter()
+        .filter(|e| e["kind"] == "apikey.revoked")
+        .collect();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["credential"]["type"], "api_key");
+}
+
+#[tokio::test]
+async fn unknown_and_foreign_principals_get_one_answer() {
+    let kernel = Kernel::start().await;
+    let operator = kernel.operator.clone();
+    let gbot = json!({"uid": {"type": "Agent", "id": "gbot"}, "attrs": {"workspace": {"type": "Workspace", "id": "globex"}, "stopped": false}, "parents": []});
+    let (status, _) = kernel
+        .call_as(&operator, "PUT", "/v1/entities", Some(gbot))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // gbot is globex's: to acme's admin it does not exist, exactly like a stranger.
+    let (status_foreign, foreign) = mint(&kernel, "bob", "Agent::\"gbot\"").await;
+    let (status_unknown, unknown) = mint(&kernel, "bob", "Agent::\"nobody\"").await;
+    assert_eq!(status_foreign, status_unknown);
+    assert_eq!(code(&foreign), code(&unknown));
+    assert_eq!(code(&unknown), Some("unknown_principal"));
+}
