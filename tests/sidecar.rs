@@ -517,7 +517,7 @@ fn another_workspace_stays_out_of_reach() {
             .client
             .post("/v1/apikeys", Some(&kernel.admin), &gadget_key),
         422,
-        "workspace_mismatch",
+        "unknown_principal",
     );
     refused(
         kernel
