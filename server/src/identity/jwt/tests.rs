@@ -873,3 +873,33 @@ fn config_defaults_and_checks() {
         assert!(matches!(err, JwksError::Config { .. }), "{err:?}");
     }
 }
+
+#[test]
+fn the_credential_names_the_issuer_and_the_token_id_never_the_token() {
+    let f = Fixture::new();
+    let verifier = f.verifier();
+    let with_jti = with(claims(), "jti", json!("tok-1"));
+    let principal = verifier.verify(&token(&f.ec, &with_jti), NOW).unwrap();
+    assert_eq!(
+        principal.credential().unwrap().to_json(),
+        json!({"type": "jwt", "iss": ISS, "jti": "tok-1"})
+    );
+    // Without a `jti`, the `sub` tells tokens apart as far as the IdP does.
+    let principal = verifier.verify(&token(&f.ec, &claims()), NOW).unwrap();
+    assert_eq!(
+        principal.credential().unwrap().to_json(),
+        json!({"type": "jwt", "iss": ISS, "sub": "alice"})
+    );
+    // A credential never makes two principals differ.
+    let other = verifier.verify(&token(&f.ec, &with_jti), NOW).unwrap();
+    assert_eq!(principal, other);
+    // An auditor comes from a JWT only where operators may.
+    let auditor = without(
+        with(claims(), "writ_principal", json!("Auditor::\"ada\"")),
+        "writ_workspace",
+    );
+    assert!(matches!(
+        verifier.verify(&token(&f.ec, &auditor), NOW),
+        Err(IdentityError::OperatorNotAllowed)
+    ));
+}
