@@ -211,16 +211,19 @@ fn change_entity(subject: &PrincipalEntity, change: &RoleChange, last_owner: boo
     })
 }
 
-/// Whether a workspace has an owner other than `subject`.
+/// Whether a workspace has an owner other than `subject`. Only Users count: an
+/// Agent never approves anything, so it cannot stand in for the last person who
+/// can.
 fn has_other_owner(state: &AppState, subject: &str, workspace: &str) -> bool {
-    let snapshot = state.engine.snapshot();
-    ["User", "Agent"].into_iter().any(|kind| {
-        snapshot.list_entities(Some(kind)).any(|(uid, entity)| {
+    state
+        .engine
+        .snapshot()
+        .list_entities(Some("User"))
+        .any(|(uid, entity)| {
             uid != subject
                 && workspace_of(entity) == Some(workspace)
                 && roles(entity).contains(OWNER)
         })
-    })
 }
 
 /// The key of the record that `giver` made `subject` a member.
