@@ -345,6 +345,7 @@ pub async fn outcome(
     if let Some(detail) = body.detail {
         fields.insert("detail".into(), json!(detail));
     }
+    name_credential(&mut fields, &principal);
     let receipt = state
         .record(&EntryDraft {
             kind: "outcome".into(),
