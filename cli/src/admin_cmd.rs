@@ -11,12 +11,13 @@ use crate::client::{print_json, Connection};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ApiKeyCommand {
-    /// Create an API key for a principal; the key is printed once.
+    /// Create an API key for a principal; the key is printed once. A User's key is made
+    /// by that User or an operator; an Agent's by its workspace's owners and admins.
     Create {
-        /// The principal, e.g. `User::"alice"` or `Agent::"runner-1"`.
+        /// The principal, e.g. `User::"alice"`, `Agent::"runner-1"` or `Auditor::"ada"`.
         #[arg(long)]
         principal: String,
-        /// Its workspace (omit for an Operator).
+        /// Its workspace (omit for an Operator or an Auditor).
         #[arg(long)]
         workspace: Option<String>,
         #[arg(long)]
