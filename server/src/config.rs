@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::edge::EdgeLimits;
 use crate::grants::GrantsConfig;
 use crate::identity::JwtConfig;
 
@@ -112,6 +113,66 @@ impl GrantsSection {
     }
 }
 
+/// The `[http]` section: the limits of the HTTP edge. Durations are humantime
+/// strings (`5s`, `1m`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// How long a client has to send a whole request head (default `5s`).
+    pub header_read_timeout: Option<String>,
+    /// How long a keep-alive connection may wait for its next request (default `60s`).
+    pub idle_timeout: Option<String>,
+    /// How long a client has to send a whole request body (default `30s`).
+    pub body_read_timeout: Option<String>,
+    /// Connections served at once (default: three quarters of the open-files limit,
+    /// at most 10000).
+    pub max_connections: Option<usize>,
+}
+
+impl HttpSection {
+    /// The limits, over the defaults; refuses zero durations and zero connections.
+    pub fn resolve(&self) -> Result<EdgeLimits, ConfigError> {
+        let defaults = EdgeLimits::default();
+        let duration = |name: &str, text: &Option<String>, default: Duration| match text {
+            None => Ok(default),
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(parsed) if !parsed.is_zero() && parsed <= MAX_HTTP_TIMEOUT => Ok(parsed),
+                Ok(_) => Err(ConfigError::Invalid {
+                    reason: format!("`http.{name}` is longer than zero and at most 1h"),
+                }),
+                Err(error) => Err(ConfigError::Invalid {
+                    reason: format!("`http.{name}` is not a duration like `5s`: {error}"),
+                }),
+            },
+        };
+        let max_connections = self.max_connections.unwrap_or(defaults.max_connections);
+        if max_connections == 0 || max_connections > MAX_CONNECTIONS {
+            return Err(ConfigError::Invalid {
+                reason: format!("`http.max_connections` is 1 to {MAX_CONNECTIONS}"),
+            });
+        }
+        Ok(EdgeLimits {
+            header_read_timeout: duration(
+                "header_read_timeout",
+                &self.header_read_timeout,
+                defaults.header_read_timeout,
+            )?,
+            idle_timeout: duration("idle_timeout", &self.idle_timeout, defaults.idle_timeout)?,
+            body_read_timeout: duration(
+                "body_read_timeout",
+                &self.body_read_timeout,
+                defaults.body_read_timeout,
+            )?,
+            max_connections,
+        })
+    }
+}
+
+/// The longest timeout of the `[http]` section.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The largest `http.max_connections`.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// The TOML file: every field optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +189,7 @@ pub struct FileConfig {
     /// `vault.key` when it exists).
     pub vault_key_file: Option<PathBuf>,
     pub grants: Option<GrantsSection>,
+    pub http: Option<HttpSection>,
 }
 
 impl FileConfig {
@@ -156,6 +218,7 @@ pub struct ServeConfig {
     pub jwt: Option<JwtSection>,
     pub vault_key_file: Option<PathBuf>,
     pub grants: GrantsConfig,
+    pub http: EdgeLimits,
 }
 
 /// What flags and environment variables say (each overrides the file).
@@ -204,6 +267,7 @@ impl ServeConfig {
             jwt: file.jwt,
             vault_key_file: overrides.vault_key_file.or(file.vault_key_file),
             grants: file.grants.unwrap_or_default().resolve()?,
+            http: file.http.unwrap_or_default().resolve()?,
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod authorize;
 pub mod config;
 pub mod defaults;
+pub mod edge;
 pub mod error;
 pub mod grants;
 pub mod identity;

@@ -1,5 +1,6 @@
-//! The router: every endpoint, the body limit, and the JSON body extractor that turns
-//! malformed JSON into a precise 400 and oversized bodies into 413.
+//! The router: every endpoint, the token gate in front of those that need a token,
+//! the body limit, and the JSON body extractor that turns malformed JSON into a
+//! precise 400, oversized bodies into 413 and bodies that stall into 408.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::edge::gate;
 use crate::error::ApiError;
 use crate::grants::{approval_api, consent_api, elevation_api, keys_api};
-use crate::state::Shared;
+use crate::state::{AppState, Shared};
 use crate::vault::{api as vault_api, secrets};
 use crate::{admin, authorize};
 
@@ -50,6 +52,12 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                         "body_too_large",
                         "the body is larger than 1 MiB",
                     )
+                } else if crate::edge::watch::is_body_timeout(&rejection) {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        "the body did not arrive in time",
+                    )
                 } else {
                     ApiError::bad_request("unreadable_body", "the body could not be read")
                 }
@@ -78,7 +86,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 /// The whole HTTP surface. `ledger` is the read-only ledger API, mounted as is.
+///
+/// Every route but the last few needs a bearer token, and the token gate checks it
+/// before anything reads the body; the open routes (health, metrics, the document,
+/// the vault's status, the ledger reads) are GETs that read no body.
 pub fn router(state: Shared, ledger: Router) -> Router {
+    let open = Router::new()
+        .route("/v1/vault/status", get(vault_api::status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .with_state(Arc::clone(&state));
     let api = Router::new()
         .route("/v1/authorize", post(authorize::authorize))
         .route("/v1/authorize/batch", post(authorize::authorize_batch))
@@ -107,7 +126,6 @@ pub fn router(state: Shared, ledger: Router) -> Router {
             "/v1/secrets/{name}/versions/{version}",
             delete(secrets::delete_version),
         )
-        .route("/v1/vault/status", get(vault_api::status))
         .route("/v1/vault/unseal", post(vault_api::unseal))
         .route("/v1/vault/seal", post(vault_api::seal))
         .route("/v1/vault/rotate", post(vault_api::rotate))
@@ -146,12 +164,13 @@ pub fn router(state: Shared, ledger: Router) -> Router {
             get(keys_api::show).put(keys_api::register),
         )
         .route("/v1/whoami", get(whoami))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            gate::require_token::<AppState>,
+        ))
         .with_state(Arc::clone(&state));
-    api.merge(ledger)
+    api.merge(open)
+        .merge(ledger)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

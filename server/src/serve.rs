@@ -282,7 +282,12 @@ pub async fn run(
             let current = Arc::new(ArcSwap::from_pointee(opened.router.clone()));
             tracing::info!(listen = %bound, "writ is serving");
             on_listening(bound);
-            let server = tokio::spawn(serve_switch(listener, Arc::clone(&current), serve_stopped));
+            let server = tokio::spawn(crate::edge::accept::serve(
+                listener,
+                Arc::clone(&current),
+                config.http,
+                serve_stopped,
+            ));
             Some((opened, server))
         }
         None => {
@@ -307,7 +312,12 @@ pub async fn run(
             ))));
             tracing::warn!(listen = %bound, sealer = vault.sealer_kind(), "writ is serving SEALED: unseal the vault (`writ vault unseal`) to start deciding");
             on_listening(bound);
-            let server = tokio::spawn(serve_switch(listener, Arc::clone(&current), serve_stopped));
+            let server = tokio::spawn(crate::edge::accept::serve(
+                listener,
+                Arc::clone(&current),
+                config.http,
+                serve_stopped,
+            ));
             tokio::select! {
                 () = unsealed.notified() => {}
                 _ = stop_rx.wait_for(|stop| *stop) => {
@@ -358,28 +368,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves whatever router `current` holds at the time of each request.
-async fn serve_switch(
-    listener: tokio::net::TcpListener,
-    current: Arc<ArcSwap<axum::Router>>,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let switch = axum::Router::new().fallback(move |request: axum::extract::Request| {
-        let router = current.load_full();
-        async move {
-            use tower::ServiceExt as _;
-            match (*router).clone().oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
-        }
-    });
-    axum::serve(listener, switch)
-        .with_graceful_shutdown(stopped)
-        .await?;
-    Ok(())
-}
-
 /// Where the kernel stands after the unseal of a sealed start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Opening {
@@ -399,6 +387,13 @@ struct SealedState {
     opened: tokio::sync::watch::Receiver<Opening>,
 }
 
+impl crate::edge::gate::TokenCheck for SealedState {
+    fn check_token(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+        crate::state::bearer_principal(&self.auth, headers)?.map_err(ApiError::from)?;
+        Ok(())
+    }
+}
+
 fn sealed_router(state: Arc<SealedState>) -> axum::Router {
     use axum::routing::{get, post};
     axum::Router::new()
@@ -408,7 +403,13 @@ fn sealed_router(state: Arc<SealedState>) -> axum::Router {
         )
         .route("/readyz", get(sealed_ready))
         .route("/v1/vault/status", get(sealed_status))
-        .route("/v1/vault/unseal", post(sealed_unseal))
+        .route(
+            "/v1/vault/unseal",
+            post(sealed_unseal).route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                crate::edge::gate::require_token::<SealedState>,
+            )),
+        )
         .fallback(|| async { ApiError::from(writ_vault::VaultError::Sealed) })
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::routes::MAX_BODY_BYTES,
@@ -433,8 +434,12 @@ async fn sealed_unseal(
     axum::extract::State(state): axum::extract::State<Arc<SealedState>>,
     headers: axum::http::HeaderMap,
     body: crate::routes::JsonBody,
-) -> Result<axum::Json<Value>, ApiError> {
-    let principal = crate::state::bearer_principal(&state.auth, &headers)??;
+) -> Result<axum::Json<Value>, super::vault::api::UnsealRefused> {
+    let principal =
+        crate::state::bearer_principal(&state.auth, &headers)?.map_err(ApiError::from)?;
+    // A failed attempt is logged by `unseal_step`; there is no ledger to record it in
+    // before the vault opens, and the `vault.unsealed` entry counts the passphrase
+    // failures in a row before it (`failed_attempts`).
     let outcome = super::vault::api::unseal_step(&state.vault, &principal, body).await?;
     let answer = outcome.to_json();
     if let super::vault::api::UnsealOutcome::Opened(opened) = outcome {
@@ -458,7 +463,8 @@ async fn sealed_unseal(
             return Err(ApiError::internal(
                 "opening the kernel after the unseal",
                 &"the server log says why",
-            ));
+            )
+            .into());
         }
     }
     Ok(axum::Json(answer))

@@ -104,15 +104,25 @@ impl AppState {
     }
 }
 
-/// The principal of a request's bearer token: `Err` for a missing or malformed
-/// header (as an `ApiError`), `Ok(Err)` for a token that does not verify.
+/// The principal of a request's bearer token: `Err` for a missing, repeated or
+/// malformed header (as an `ApiError`), `Ok(Err)` for a token that does not verify.
+///
+/// Two `Authorization` headers are refused (400 `duplicate_authorization`) rather
+/// than letting the first win: a proxy and the server could each pick another one.
 pub fn bearer_principal(
     auth: &Authenticator,
     headers: &HeaderMap,
 ) -> Result<Result<Principal, crate::identity::IdentityError>, ApiError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
+    let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let header = values
+        .next()
         .ok_or_else(|| ApiError::from(crate::identity::IdentityError::MissingToken))?;
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "duplicate_authorization",
+            "the request has more than one `Authorization` header",
+        ));
+    }
     let value = header
         .to_str()
         .map_err(|_| ApiError::from(crate::identity::IdentityError::BadAuthorizationHeader))?;

@@ -3,9 +3,11 @@
 //! decision and a ledger entry recorded before the change takes effect.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rand::rngs::OsRng;
 use serde::Deserialize;
@@ -23,6 +25,7 @@ use crate::identity::{Principal, PrincipalKind};
 use crate::request::refuse_identity_fields;
 use crate::routes::JsonBody;
 use crate::state::{AppState, Shared};
+use crate::vault::unseal_guard::Refusal;
 use crate::vault::{OpenedRing, ShareStep, Vault};
 
 /// Secret versions rewrapped per batch (one ring snapshot, one store scan).
@@ -102,13 +105,142 @@ pub fn require_operator(principal: &Principal) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Why an unseal call was refused: the answer, when to try again (for
+/// `Retry-After`), and the failed attempt the caller records, if it was one.
+#[derive(Debug)]
+pub struct UnsealRefused {
+    pub error: ApiError,
+    pub retry_after: Option<Duration>,
+    pub failed: Option<FailedUnseal>,
+}
+
+/// An unseal attempt that was made and did not open the vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailedUnseal {
+    /// `passphrase`, `key_file` or `shares`.
+    pub by: &'static str,
+    /// Passphrase failures in a row (0 for the other ways).
+    pub in_a_row: u32,
+}
+
+impl From<ApiError> for UnsealRefused {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            retry_after: None,
+            failed: None,
+        }
+    }
+}
+
+impl From<VaultError> for UnsealRefused {
+    fn from(error: VaultError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+impl IntoResponse for UnsealRefused {
+    fn into_response(self) -> Response {
+        let mut response = self.error.into_response();
+        if let Some(after) = self.retry_after {
+            // Whole seconds, rounded up: an early retry would be refused again.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl UnsealRefused {
+    /// A failed attempt: logged here (never with the secret), recorded by the caller.
+    fn failed(error: ApiError, failed: FailedUnseal, giver: &str) -> Self {
+        tracing::warn!(
+            by = failed.by,
+            giver,
+            in_a_row = failed.in_a_row,
+            "vault unseal attempt failed"
+        );
+        Self {
+            error,
+            retry_after: None,
+            failed: Some(failed),
+        }
+    }
+}
+
+/// The refusal of a passphrase attempt that may not start now.
+fn refused(refusal: Refusal) -> UnsealRefused {
+    match refusal {
+        Refusal::Busy => UnsealRefused::from(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "unseal_busy",
+            "another passphrase unseal is running; try again when it has finished",
+        )),
+        Refusal::Backoff { retry_after } => UnsealRefused {
+            error: ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "unseal_backoff",
+                "too many failed unseal attempts in a row; wait as `Retry-After` says",
+            ),
+            retry_after: Some(retry_after),
+            failed: None,
+        },
+    }
+}
+
+/// Runs one passphrase attempt (Argon2, on a blocking thread) under the vault's
+/// unseal guard: one at a time, and not before the wait that failures ask for.
+async fn open_with_passphrase(
+    vault: &Arc<Vault>,
+    passphrase: Zeroizing<String>,
+    giver: String,
+) -> Result<OpenedRing, UnsealRefused> {
+    let attempt = vault
+        .unseal_guard
+        .try_begin(Instant::now())
+        .map_err(refused)?;
+    let vault = Arc::clone(vault);
+    let who = giver.clone();
+    // The attempt is settled on the blocking thread, before the guard is released,
+    // even when the caller has gone away meanwhile.
+    let (opened, failed) = tokio::task::spawn_blocking(move || {
+        match vault.open_with_passphrase(passphrase.as_bytes(), &who) {
+            Ok(mut opened) => {
+                opened.failed_attempts = attempt.succeeded();
+                (Ok(opened), None)
+            }
+            Err(error @ VaultError::WrongPassphrase) => {
+                let failed = attempt.failed(Instant::now());
+                (Err(error), Some(failed))
+            }
+            Err(error) => (Err(error), None),
+        }
+    })
+    .await
+    .map_err(|error| ApiError::internal("unsealing", &error))?;
+    match (opened, failed) {
+        (Ok(opened), _) => Ok(opened),
+        (Err(error), Some(failed)) => {
+            let unseal = FailedUnseal {
+                by: "passphrase",
+                in_a_row: failed.in_a_row,
+            };
+            Err(UnsealRefused::failed(error.into(), unseal, &giver))
+        }
+        (Err(error), None) => Err(error.into()),
+    }
+}
+
 /// One unseal step, shared by the running server and the sealed-start server.
-/// Nothing is installed: an opened ring comes back to the caller.
+/// Nothing is installed: an opened ring comes back to the caller, and so does a
+/// failed attempt, for the caller to record where it can.
 pub async fn unseal_step(
     vault: &Arc<Vault>,
     principal: &Principal,
     body: JsonBody,
-) -> Result<UnsealOutcome, ApiError> {
+) -> Result<UnsealOutcome, UnsealRefused> {
     require_operator(principal)?;
     refuse_identity_fields(&body.0)?;
     let body: UnsealBody = serde_json::from_value(body.0).map_err(|_| {
@@ -122,54 +254,95 @@ pub async fn unseal_step(
     }
     let giver = principal.entity().to_string();
     let opened = match (body.share, body.passphrase, body.key_file) {
-        (Some(share), None, false) => match vault.add_share(&share, &giver)? {
-            ShareStep::Pending { have, need } => return Ok(UnsealOutcome::Pending { have, need }),
-            ShareStep::Opened(opened) => *opened,
+        (Some(share), None, false) => match vault.add_share(&share, &giver) {
+            Ok(ShareStep::Pending { have, need }) => {
+                return Ok(UnsealOutcome::Pending { have, need })
+            }
+            Ok(ShareStep::Opened(opened)) => *opened,
+            Err(error @ VaultError::SharesDoNotOpen) => {
+                let failed = FailedUnseal {
+                    by: "shares",
+                    in_a_row: 0,
+                };
+                return Err(UnsealRefused::failed(error.into(), failed, &giver));
+            }
+            Err(error) => return Err(error.into()),
         },
-        (None, Some(passphrase), false) => {
-            let vault = Arc::clone(vault);
-            tokio::task::spawn_blocking(move || {
-                vault.open_with_passphrase(passphrase.as_bytes(), &giver)
-            })
-            .await
-            .map_err(|error| ApiError::internal("unsealing", &error))??
-        }
+        (None, Some(passphrase), false) => open_with_passphrase(vault, passphrase, giver).await?,
         (None, None, true) => {
             let vault = Arc::clone(vault);
-            tokio::task::spawn_blocking(move || vault.open_with_key_file(&giver))
+            let who = giver.clone();
+            tokio::task::spawn_blocking(move || vault.open_with_key_file(&who))
                 .await
                 .map_err(|error| ApiError::internal("unsealing", &error))?
                 .map_err(|error| {
                     tracing::warn!(error = %format!("{error:#}"), "unseal with the key file failed");
-                    ApiError::unprocessable("unseal_failed", "the server's key file does not unseal the vault")
+                    let failed = FailedUnseal {
+                        by: "key_file",
+                        in_a_row: 0,
+                    };
+                    UnsealRefused::failed(
+                        ApiError::unprocessable(
+                            "unseal_failed",
+                            "the server's key file does not unseal the vault",
+                        ),
+                        failed,
+                        &giver,
+                    )
                 })?
         }
         _ => {
             return Err(ApiError::unprocessable(
                 "invalid_body",
                 "give exactly one of `share`, `passphrase` and `key_file`",
-            ))
+            )
+            .into())
         }
     };
     Ok(UnsealOutcome::Opened(Box::new(opened)))
 }
 
-/// The fields of a `vault.unsealed` entry.
+/// The fields of a `vault.unsealed` entry (with the passphrase failures before it,
+/// when there were some).
 pub fn unsealed_fields(vault: &Vault, opened: &OpenedRing) -> Map<String, Value> {
     let mut fields = Map::new();
     fields.insert("sealer".into(), json!(vault.sealer_kind()));
     fields.insert("by".into(), json!(opened.givers));
+    if opened.failed_attempts > 0 {
+        fields.insert("failed_attempts".into(), json!(opened.failed_attempts));
+    }
     fields
 }
 
-/// Unseal on a running server: the entry is recorded before the ring is in place.
+/// The fields of a `vault.unseal_failed` entry.
+pub fn unseal_failed_fields(vault: &Vault, failed: &FailedUnseal) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert("sealer".into(), json!(vault.sealer_kind()));
+    fields.insert("by".into(), json!(failed.by));
+    if failed.by == "passphrase" {
+        fields.insert("in_a_row".into(), json!(failed.in_a_row));
+    }
+    fields
+}
+
+/// Unseal on a running server: the entry is recorded before the ring is in place;
+/// a failed attempt is recorded as `vault.unseal_failed` before it is answered.
 pub async fn unseal(
     State(state): State<Shared>,
     headers: HeaderMap,
     body: JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, UnsealRefused> {
     let principal = state.principal(&headers)?;
-    let outcome = unseal_step(&state.vault, &principal, body).await?;
+    let outcome = match unseal_step(&state.vault, &principal, body).await {
+        Ok(outcome) => outcome,
+        Err(refusal) => {
+            if let Some(failed) = &refusal.failed {
+                let fields = unseal_failed_fields(&state.vault, failed);
+                record_change(&state, &principal, "vault.unseal_failed", fields).await?;
+            }
+            return Err(refusal);
+        }
+    };
     let answer = outcome.to_json();
     if let UnsealOutcome::Opened(opened) = outcome {
         // Under the change lock, so that a seal cannot be recorded between this

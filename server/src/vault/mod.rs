@@ -1,7 +1,8 @@
 //! The vault at run time: the key ring (unsealed in memory, or not at all), the
 //! sealed ring on disk, the secret store and the leases. The HTTP handlers are in
 //! `api.rs` (operators: seal, unseal, rotate, rewrap, retire, sealer, leases) and
-//! `secrets.rs` (secrets: put, list, delete, reveal).
+//! `secrets.rs` (secrets: put, list, delete, reveal); `unseal_guard.rs` keeps
+//! passphrase guessing slow.
 //!
 //! Ring changes follow one pattern: under `change_lock`, build the new ring and its
 //! sealed form aside, record the ledger entry, then write the file and swap the ring
@@ -11,6 +12,7 @@ pub mod api;
 pub mod files;
 pub mod leases;
 pub mod secrets;
+pub mod unseal_guard;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +34,8 @@ pub struct OpenedRing {
     root: Key,
     /// Who opened it (the principals that gave shares, or the passphrase or key file).
     pub givers: Vec<String>,
+    /// Passphrase attempts that failed in a row before this one.
+    pub failed_attempts: u32,
 }
 
 /// Where an unseal by shares stands.
@@ -82,6 +86,8 @@ pub struct Vault {
     pub secrets: SledSecretStore,
     pub leases: LeaseStore,
     pub rewrap: Mutex<RewrapStatus>,
+    /// One passphrase attempt at a time, and a wait after repeated failures.
+    pub unseal_guard: unseal_guard::UnsealGuard,
 }
 
 /// A ring change built aside, not yet in effect.
@@ -131,6 +137,7 @@ impl Vault {
             secrets: SledSecretStore::new(state_db.open_tree("secrets")?),
             leases: LeaseStore::new(state_db.open_tree("leases")?),
             rewrap: Mutex::new(RewrapStatus::default()),
+            unseal_guard: unseal_guard::UnsealGuard::default(),
         })
     }
 
@@ -217,6 +224,7 @@ impl Vault {
                     ring: *ring,
                     root,
                     givers,
+                    failed_attempts: 0,
                 })))
             }
             Err(error @ VaultError::SharesDoNotOpen) => {
@@ -239,6 +247,7 @@ impl Vault {
             ring,
             root,
             givers: vec![giver.to_owned()],
+            failed_attempts: 0,
         })
     }
 
@@ -251,6 +260,7 @@ impl Vault {
             ring,
             root,
             givers: vec![giver.to_owned()],
+            failed_attempts: 0,
         })
     }
 

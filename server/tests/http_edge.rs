@@ -1,0 +1,209 @@
+//! The token gate without a port (`oneshot`): a route that needs a token answers
+//! 401 without polling the body, two `Authorization` headers are a 400, the open
+//! routes need no token; and the `[http]` section of the config.
+#![cfg(test)]
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use tower::ServiceExt as _;
+use writ_server::config::{FileConfig, HttpSection, Overrides, ServeConfig};
+use writ_server::serve::{open, Opened};
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    opened: Opened,
+    operator: String,
+}
+
+async fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let made = tokio::task::spawn_blocking({
+        let data = data.clone();
+        move || writ_server::kernel::init(&data)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let config = ServeConfig::resolve(
+        FileConfig::default(),
+        Overrides {
+            data_dir: Some(data),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    let opened = open(&config).await.unwrap();
+    Fixture {
+        _tmp: tmp,
+        opened,
+        operator: made.admin_key.expose().to_owned(),
+    }
+}
+
+/// A body that never sends anything and remembers whether it was polled.
+struct Untouched(Arc<AtomicBool>);
+
+impl http_body::Body for Untouched {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.store(true, Ordering::SeqCst);
+        Poll::Pending
+    }
+}
+
+async fn send(fixture: &Fixture, request: Request<Body>) -> (StatusCode, Value) {
+    // A handler that reads the body first would wait for it forever.
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        fixture.opened.router.clone().oneshot(request),
+    )
+    .await
+    .expect("an answer without waiting for the body")
+    .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_token_is_checked_before_the_body_is_read() {
+    let fixture = fixture().await;
+    for (path, method) in [
+        ("/v1/authorize", "POST"),
+        ("/v1/entities", "PUT"),
+        ("/v1/vault/unseal", "POST"),
+        ("/v1/secrets/db", "PUT"),
+    ] {
+        for token in [
+            None,
+            Some("writ_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        ] {
+            let polled = Arc::new(AtomicBool::new(false));
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("content-type", "application/json")
+                .header("content-length", "1048576");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let request = request
+                .body(Body::new(Untouched(Arc::clone(&polled))))
+                .unwrap();
+            let (status, answer) = send(&fixture, request).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}: {answer}"
+            );
+            assert!(
+                !polled.load(Ordering::SeqCst),
+                "{method} {path}: the body was read before the token was refused"
+            );
+        }
+    }
+    fixture.opened.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_a_400() {
+    let fixture = fixture().await;
+    let token = format!("Bearer {}", fixture.operator);
+    let polled = Arc::new(AtomicBool::new(false));
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/authorize")
+        .header("content-type", "application/json")
+        .header("authorization", &token)
+        .header("authorization", &token)
+        .body(Body::new(Untouched(Arc::clone(&polled))))
+        .unwrap();
+    let (status, answer) = send(&fixture, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["code"], "duplicate_authorization");
+    assert!(!polled.load(Ordering::SeqCst));
+
+    // One header is fine, and a malformed body is then found.
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/authorize")
+        .header("content-type", "application/json")
+        .header("authorization", &token)
+        .body(Body::from("{\"action\":"))
+        .unwrap();
+    let (status, answer) = send(&fixture, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["code"], "malformed_json");
+    fixture.opened.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_open_routes_need_no_token() {
+    let fixture = fixture().await;
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/v1/vault/status",
+        "/ledger/checkpoint",
+    ] {
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let (status, answer) = send(&fixture, request).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+    }
+    let request = Request::builder()
+        .uri("/v1/whoami")
+        .body(Body::empty())
+        .unwrap();
+    let (status, answer) = send(&fixture, request).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert_eq!(answer["error"]["code"], "missing_token");
+    fixture.opened.close().await.unwrap();
+}
+
+#[test]
+fn the_http_section_has_defaults_and_refuses_nonsense() {
+    let limits = HttpSection::default().resolve().unwrap();
+    assert_eq!(limits.header_read_timeout.as_secs(), 5);
+    assert_eq!(limits.idle_timeout.as_secs(), 60);
+    assert_eq!(limits.body_read_timeout.as_secs(), 30);
+    assert!((1..=10_000).contains(&limits.max_connections));
+
+    let file: FileConfig = toml::from_str(
+        "[http]\nheader_read_timeout = \"2s\"\nidle_timeout = \"1m\"\nmax_connections = 64\n",
+    )
+    .unwrap();
+    let limits = file.http.unwrap().resolve().unwrap();
+    assert_eq!(limits.header_read_timeout.as_secs(), 2);
+    assert_eq!(limits.idle_timeout.as_secs(), 60);
+    assert_eq!(limits.max_connections, 64);
+
+    for bad in [
+        "header_read_timeout = \"0s\"",
+        "idle_timeout = \"soon\"",
+        "body_read_timeout = \"2h\"",
+        "max_connections = 0",
+    ] {
+        let file: FileConfig = toml::from_str(&format!("[http]\n{bad}\n")).unwrap();
+        assert!(file.http.unwrap().resolve().is_err(), "{bad}");
+    }
+    assert!(toml::from_str::<FileConfig>("[http]\nheader_timeout = \"5s\"\n").is_err());
+}
