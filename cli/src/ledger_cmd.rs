@@ -70,6 +70,12 @@ pub(crate) enum LedgerCommand {
         /// `http://127.0.0.1:7700/ledger` (fetched client side, then verified).
         #[arg(long)]
         url: Option<String>,
+        /// With `--url`: an Operator's or Auditor's bearer token, sent with the
+        /// entry-bundle fetches only (the server serves bundles to those alone);
+        /// unused offline. Prefer the environment variable: a flag is visible in
+        /// the process list.
+        #[arg(long, env = "WRIT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// The verifier key string, or a file holding it.
         #[arg(long)]
         key: String,
@@ -189,9 +195,10 @@ pub(crate) fn run(command: LedgerCommand) -> anyhow::Result<ExitCode> {
         LedgerCommand::Verify {
             export,
             url,
+            token,
             key,
             json,
-        } => verify(export.as_deref(), url.as_deref(), &key, json),
+        } => verify(export.as_deref(), url.as_deref(), token, &key, json),
         LedgerCommand::VerifyReceipt {
             receipt,
             entry,
@@ -299,6 +306,7 @@ fn export_key(export: &Path, key: &str) -> anyhow::Result<LogVerifier> {
 fn verify(
     export: Option<&Path>,
     url: Option<&str>,
+    token: Option<String>,
     key: &str,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
@@ -311,6 +319,7 @@ fn verify(
         let result = crate::verify_url::verify_url(
             url,
             &key.to_verifier_key(),
+            token.map(zeroize::Zeroizing::new),
             std::io::stderr().is_terminal(),
             &mut check,
         )

@@ -8,6 +8,12 @@
 //! is fetched (the size it claims decides how much is fetched), every response is
 //! bounded by what its file can hold, and the directory is verified as a whole.
 //!
+//! Entry bundles hold every workspace's entries, so a writ server serves them only
+//! to an Operator's or an Auditor's bearer token. The token is sent with the
+//! entry-bundle fetches and nothing else: the checkpoint and hash tiles are public,
+//! and a request without `Authorization` can be answered by any cache on the way.
+//! A 401 or 403 stops the fetch with an error saying which token is needed.
+//!
 //! A server serves a partial tile only with the width it has at its latest
 //! checkpoint, so a log that grows while it is fetched answers 404 for a partial
 //! tile of the checkpoint fetched first. Such a tile is then cut from the same tile
@@ -27,6 +33,7 @@ use writ_ledger::tile_reader::{tiles_of, width_at};
 use writ_ledger::tilepath::{TileKind, TileRef};
 use writ_ledger::verify::{verify_export_with, EntryCheck, VerifyReport};
 use writ_ledger::{LogVerifier, TreeSize};
+use zeroize::Zeroizing;
 
 /// Every request is abandoned after this long.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,10 +44,12 @@ const ATTEMPTS: usize = 10;
 
 /// Fetches the log at `base` (such as `http://127.0.0.1:7700/ledger`) and verifies
 /// it with the verifier key string `key`, showing `on_entry` every entry in index
-/// order; `progress` draws progress bars on stderr.
+/// order; `token` goes with the entry-bundle fetches; `progress` draws progress
+/// bars on stderr.
 pub(crate) fn verify_url(
     base: &str,
     key: &str,
+    token: Option<Zeroizing<String>>,
     progress: bool,
     on_entry: EntryCheck<'_>,
 ) -> anyhow::Result<VerifyReport> {
@@ -53,7 +62,7 @@ pub(crate) fn verify_url(
         .prefix("writ-verify-")
         .tempdir()
         .context("cannot create a temporary directory")?;
-    let fetcher = Fetcher::new(base, dir.path());
+    let fetcher = Fetcher::new(base, dir.path(), token);
     fetcher.write("keys", format!("{}\n", key.to_verifier_key()).as_bytes())?;
     let size = fetcher.checkpoint(&key)?;
     fetcher.tiles(&key, size, progress)?;
@@ -74,16 +83,27 @@ pub(crate) fn verify_url(
     Ok(report?)
 }
 
-/// An HTTP agent, the base URL, and the directory fetched into.
-#[derive(Debug)]
+/// An HTTP agent, the base URL, the directory fetched into, and the bearer token of
+/// the entry-bundle fetches.
 struct Fetcher {
     agent: ureq::Agent,
     base: String,
     root: PathBuf,
+    token: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("base", &self.base)
+            .field("root", &self.root)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Fetcher {
-    fn new(base: &str, root: &Path) -> Self {
+    fn new(base: &str, root: &Path, token: Option<Zeroizing<String>>) -> Self {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false)
@@ -93,6 +113,7 @@ impl Fetcher {
             agent,
             base: base.to_owned(),
             root: root.to_path_buf(),
+            token,
         }
     }
 
@@ -133,7 +154,7 @@ impl Fetcher {
         for tile in partial.chain(full) {
             let relative = tile.path();
             let url = url_for(&self.base, &relative);
-            let bytes = match self.get(&url, max_tile_bytes(tile))? {
+            let bytes = match self.get_tile(&url, tile)? {
                 Some(bytes) => bytes,
                 None if tile.partial.is_some() => self.cut_from_newer(key, tile, &url)?,
                 None => bail!("{url}: not found (404)"),
@@ -165,7 +186,7 @@ impl Fetcher {
                 ..tile
             };
             let url = url_for(&self.base, &wider.path());
-            if let Some(bytes) = self.get(&url, max_tile_bytes(wider))? {
+            if let Some(bytes) = self.get_tile(&url, wider)? {
                 return prefix(tile, &bytes)
                     .with_context(|| format!("{url}: cut to {}", tile.path()));
             }
@@ -173,16 +194,45 @@ impl Fetcher {
         bail!("{gone}: not found (404): the log grew faster than it could be fetched, {ATTEMPTS} times; try again")
     }
 
-    /// The body of `url`, at most `limit` bytes; `None` for a 404.
+    /// Tile `tile` at `url`, with the token when it is an entry bundle.
+    fn get_tile(&self, url: &str, tile: TileRef) -> anyhow::Result<Option<Vec<u8>>> {
+        let token = match tile.kind {
+            TileKind::Entries => Some(self.token.as_deref()),
+            TileKind::Hashes(_) => None,
+        };
+        self.fetch(url, max_tile_bytes(tile), token)
+    }
+
+    /// The body of `url`, at most `limit` bytes; `None` for a 404. Public: no token.
     fn get(&self, url: &str, limit: u64) -> anyhow::Result<Option<Vec<u8>>> {
-        let response = self
-            .agent
-            .get(url)
+        self.fetch(url, limit, None)
+    }
+
+    /// The body of `url`, at most `limit` bytes; `None` for a 404. `token` is
+    /// `Some` for a fetch that needs one (`Some(None)`: needed, but none given).
+    fn fetch(
+        &self,
+        url: &str,
+        limit: u64,
+        token: Option<Option<&String>>,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let mut request = self.agent.get(url);
+        if let Some(Some(token)) = token {
+            request = request.header("Authorization", &format!("Bearer {}", token.as_str()));
+        }
+        let response = request
             .call()
             .with_context(|| format!("cannot fetch {url}"))?;
         let status = response.status();
         if status.as_u16() == 404 {
             return Ok(None);
+        }
+        if matches!(status.as_u16(), 401 | 403) {
+            let code = error_code(response);
+            bail!(
+                "{}",
+                refused(url, status.as_u16(), &code, token.flatten().is_some())
+            );
         }
         if !status.is_success() {
             bail!("{url}: the server answered {}", status.as_u16());
@@ -208,6 +258,49 @@ impl Fetcher {
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// The stable error code of an error answer (`{"error": {"code": ...}}`), read from
+/// at most 4 KiB of it; empty when there is none.
+fn error_code(response: ureq::http::Response<ureq::Body>) -> String {
+    let body = response
+        .into_body()
+        .with_config()
+        .limit(4096)
+        .read_to_vec()
+        .unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|value| {
+            value
+                .pointer("/error/code")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        })
+        .filter(|code| {
+            code.len() <= 64
+                && code
+                    .bytes()
+                    .all(|byte| byte.is_ascii_lowercase() || byte == b'_')
+        })
+        .unwrap_or_default()
+}
+
+/// What to tell the user when the server refused a fetch with `status` (401 or
+/// 403) and error `code`; `sent` says whether a token went with it.
+fn refused(url: &str, status: u16, code: &str, sent: bool) -> String {
+    let answered = if code.is_empty() {
+        format!("{url}: the server answered {status}")
+    } else {
+        format!("{url}: the server answered {status} `{code}`")
+    };
+    let need = "entry bundles are served to an Operator's or an Auditor's token only";
+    match (status, sent) {
+        (401, false) => format!("{answered}: {need}; pass --token or set WRIT_TOKEN"),
+        (401, true) => format!("{answered}: the token was not accepted; {need}"),
+        (_, true) => format!("{answered}: the token's principal may not read them; {need}"),
+        (_, false) => format!("{answered}: {need}"),
     }
 }
 
@@ -345,6 +438,23 @@ mod tests {
             256 * (2 + 65_535)
         );
         assert_eq!(max_tile_bytes(tile(TileKind::Entries, 1)), 2 + 65_535);
+    }
+
+    #[test]
+    fn a_refused_fetch_says_which_token_is_needed() {
+        let url = "http://127.0.0.1:7700/ledger/tile/entries/000";
+        let none = refused(url, 401, "missing_token", false);
+        assert_eq!(
+            none,
+            "http://127.0.0.1:7700/ledger/tile/entries/000: the server answered 401 `missing_token`: entry bundles are served to an Operator's or an Auditor's token only; pass --token or set WRIT_TOKEN"
+        );
+        assert!(refused(url, 401, "unknown_key", true).contains("the token was not accepted"));
+        let user = refused(url, 403, "ledger_entries_forbidden", true);
+        assert!(user.contains("403 `ledger_entries_forbidden`"), "{user}");
+        assert!(user.contains("Operator's or an Auditor's token"), "{user}");
+        assert!(refused(url, 403, "", false).ends_with(
+            "answered 403: entry bundles are served to an Operator's or an Auditor's token only"
+        ));
     }
 
     #[test]

@@ -54,11 +54,49 @@ impl Snapshot {
 
     /// Parses entities given with one request and vets them: each conforms to the
     /// schema, none is an action, none is of a type in `reserved_types` (principals,
-    /// roles, workspaces: what the kernel alone may say), and none shadows a stored entity.
+    /// roles, workspaces: what the kernel alone may say), and none is given twice.
+    ///
+    /// A non-empty `reserved_types` means a caller sent the entities, and they are
+    /// vetted as [`Self::caller_entities`] does; an empty one means the kernel built
+    /// them, as [`Self::kernel_entities`] does.
     pub fn request_entities(
         &self,
         values: &[serde_json::Value],
         reserved_types: &BTreeSet<String>,
+    ) -> Result<Vec<Entity>, PdpError> {
+        if reserved_types.is_empty() {
+            self.kernel_entities(values)
+        } else {
+            self.caller_entities(values, reserved_types)
+        }
+    }
+
+    /// Entities a caller sent with one request, vetted (schema, no action, no type
+    /// of `reserved_types`, none twice). One whose UID is in the entity store is
+    /// replaced by the stored entity, silently: a caller never overrides what the
+    /// store says, and the answer does not say whether the UID is stored (in
+    /// another workspace, say), which a refusal naming it would.
+    pub fn caller_entities(
+        &self,
+        values: &[serde_json::Value],
+        reserved_types: &BTreeSet<String>,
+    ) -> Result<Vec<Entity>, PdpError> {
+        self.vet(values, reserved_types, Shadowing::StoredWins)
+    }
+
+    /// Entities the kernel built for one request (a `File`, a `Host`, a `Secret`, a
+    /// consent), vetted against the schema. One whose UID is in the entity store is
+    /// refused, naming it: the kernel's own fact must not be replaced by a stored
+    /// entity, and the kernel chose the UID, so naming it tells the caller nothing.
+    pub fn kernel_entities(&self, values: &[serde_json::Value]) -> Result<Vec<Entity>, PdpError> {
+        self.vet(values, &BTreeSet::new(), Shadowing::Refused)
+    }
+
+    fn vet(
+        &self,
+        values: &[serde_json::Value],
+        reserved_types: &BTreeSet<String>,
+        shadowing: Shadowing,
     ) -> Result<Vec<Entity>, PdpError> {
         let mut seen = BTreeSet::new();
         let mut entities = Vec::with_capacity(values.len());
@@ -81,18 +119,34 @@ impl Snapshot {
                     "the kernel alone says what entities of this type are",
                 ));
             }
-            if self.contains(&uid) {
-                return Err(refuse(
-                    "it is in the entity store and cannot be replaced for one request",
-                ));
-            }
+            // Checked before the store is looked at, so that the refusal does not
+            // depend on what the store holds.
             if !seen.insert(uid.to_string()) {
                 return Err(refuse("it is given twice"));
             }
-            entities.push(entity);
+            match (self.entities.get(&uid), shadowing) {
+                (None, _) => entities.push(entity),
+                // INVARIANT: the stored entity is the one decided on; it is also
+                // in the store's entities, and Cedar accepts the same entity twice.
+                (Some(stored), Shadowing::StoredWins) => entities.push(stored.clone()),
+                (Some(_), Shadowing::Refused) => {
+                    return Err(refuse(
+                        "it is in the entity store and cannot be replaced for one request",
+                    ))
+                }
+            }
         }
         Ok(entities)
     }
+}
+
+/// What becomes of a request entity whose UID is in the entity store.
+#[derive(Clone, Copy, Debug)]
+enum Shadowing {
+    /// The stored entity is used instead (entities a caller sent).
+    StoredWins,
+    /// The request is refused (entities the kernel built).
+    Refused,
 }
 
 fn is_action_type(type_name: &str) -> bool {

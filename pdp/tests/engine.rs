@@ -161,9 +161,24 @@ fn request_entities_cannot_impersonate_or_shadow() {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+    // A caller's copy of a stored entity (globex's `g1`, claimed for acme) is not
+    // refused, which would tell the caller that `g1` exists somewhere: the stored
+    // entity replaces it, so the decision is on what the store says.
     let shadow = json!({"uid": {"type": "WorkItem", "id": "g1"}, "attrs": {"workspace": {"__entity": {"type": "Workspace", "id": "acme"}}}, "parents": []});
+    let replaced = snapshot
+        .request_entities(std::slice::from_ref(&shadow), &reserved)
+        .unwrap();
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(
+        replaced[0].attr("workspace").unwrap().unwrap(),
+        writ_pdp::cedar_policy::EvalResult::EntityUid(r#"Workspace::"globex""#.parse().unwrap())
+    );
+    let mut shadowed = request(("User", "vera"), "read", ("WorkItem", "g1"));
+    shadowed.entities = replaced;
+    assert!(!snapshot.decide(&shadowed).unwrap().allow);
+    // The kernel's own entities are still refused when the store holds their UID.
     assert!(matches!(
-        snapshot.request_entities(&[shadow], &reserved),
+        snapshot.kernel_entities(&[shadow]),
         Err(PdpError::EntityNotAllowed { .. })
     ));
     let switch = json!({"uid": {"type": "KillSwitch", "id": "other"}, "attrs": {"engaged": false}, "parents": []});

@@ -1,5 +1,6 @@
 //! The ledger's read API: the C2SP tlog-tiles read paths (`/ledger/checkpoint`,
-//! `/ledger/tile/...`) and RFC 9162 proofs as JSON (`/v1/ledger/proof/...`).
+//! `/ledger/tile/...`), RFC 9162 proofs as JSON (`/v1/ledger/proof/...`), and a
+//! workspace's own entries with their proofs (`/v1/ledger/entries`).
 //!
 //! Everything is read from the store the commit thread writes, at its latest signed
 //! checkpoint, through `writ_ledger::tile_reader`; reads run on the blocking pool.
@@ -12,25 +13,43 @@
 //! size when the store still retains one (see `log::Retention`); when it does not,
 //! the proof is in the tree of the latest checkpoint instead, and the answer's
 //! `size` (inclusion) or `new` (consistency) says which size it is for.
+//!
+//! Who reads what. The checkpoint, the hash tiles and the proofs are public: they
+//! hold hashes only, and they are what lets anyone check that the log is consistent.
+//! The entry bundles (`/ledger/tile/entries/...`) hold every workspace's entries
+//! (actors, resources, paths, hosts, secret names, stored entities), so they are
+//! served only to a bearer token whose principal reads the whole ledger: an
+//! Operator or an Auditor. That rule is the principal's kind, checked per request,
+//! and a bundle read is not recorded: an auditor who verifies the log over HTTP
+//! fetches every bundle, and a ledger entry per bundle would grow the very log it
+//! reads, without bound. (The Cedar policies say the same thing: `admin.ledger.read`
+//! is permitted to every Auditor and Operator on `Kernel::"writ"`.) A workspace
+//! owner reads its own workspace's entries through `/v1/ledger/entries`, a Cedar
+//! decision recorded once per call.
 
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use writ_ledger::store::SledStore;
+use writ_ledger::store::{LedgerStore as _, SledStore};
 use writ_ledger::tile_reader::{ReadError, TileReader};
 use writ_ledger::tilepath::{parse_tile_path, TileKind};
 use writ_ledger::{LeafIndex, TreeSize};
 
 use crate::error::ApiError;
+use crate::identity::PrincipalKind;
+use crate::state::Shared;
 
-/// `Cache-Control` of a full tile: its bytes never change.
+/// `Cache-Control` of a full hash tile: its bytes never change.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of a full entry bundle: its bytes never change either, but it was
+/// served to one token, so no shared cache may keep it and hand it to someone else.
+const PRIVATE_IMMUTABLE: &str = "private, max-age=31536000, immutable";
 /// `Cache-Control` of the checkpoint, partial tiles and proofs: they change with
 /// every commit.
 const NO_STORE: &str = "no-store";
@@ -38,14 +57,87 @@ const NO_STORE: &str = "no-store";
 /// The most characters of a caller's input echoed back in an error.
 const ECHO_CHARS: usize = 64;
 
-/// The ledger read routes, with their state inside.
+/// The Cedar action of reading ledger entries.
+pub const LEDGER_READ: &str = "admin.ledger.read";
+
+/// The error code of an entry-bundle read by a principal that may not read the
+/// whole ledger.
+pub const ENTRIES_FORBIDDEN: &str = "ledger_entries_forbidden";
+
+/// The most indexes one `GET /v1/ledger/entries` covers.
+pub const MAX_ENTRIES_RANGE: u64 = 1000;
+
+/// The most entry bytes one `GET /v1/ledger/entries` answer carries: an answer stops
+/// before the entry that would pass it, and its `to` says where (1000 entries of the
+/// largest size would otherwise be 64 MiB).
+pub const MAX_ENTRIES_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the ledger routes read, and the kernel that checks tokens and decides
+/// (`None` for the public routes over a store alone).
+#[derive(Clone, Debug)]
+struct Ledger {
+    store: Arc<SledStore>,
+    kernel: Option<Shared>,
+}
+
+/// The public ledger reads over a store alone (a server without identity, such as
+/// a mirror or a test): the checkpoint, hash tiles and proofs. Entry bundles are
+/// refused (`403 ledger_entries_forbidden`): no token can be checked here.
 pub fn ledger_routes(store: Arc<SledStore>) -> Router {
+    routes(Ledger {
+        store,
+        kernel: None,
+    })
+}
+
+/// Every ledger read of the running kernel: the public ones, entry bundles for
+/// Operator and Auditor tokens, and `/v1/ledger/entries` for workspace owners.
+pub fn kernel_ledger_routes(state: Shared) -> Router {
+    routes(Ledger {
+        store: Arc::clone(&state.ledger_store),
+        kernel: Some(state),
+    })
+}
+
+fn routes(ledger: Ledger) -> Router {
     Router::new()
         .route("/ledger/checkpoint", get(checkpoint))
         .route("/ledger/tile/{*path}", get(tile))
         .route("/v1/ledger/proof/inclusion", get(inclusion))
         .route("/v1/ledger/proof/consistency", get(consistency))
-        .with_state(store)
+        .route("/v1/ledger/entries", get(entries))
+        .with_state(ledger)
+}
+
+/// Whether a principal of `kind` reads the whole ledger (every workspace's entries).
+pub fn reads_whole_ledger(kind: PrincipalKind) -> bool {
+    matches!(kind, PrincipalKind::Operator | PrincipalKind::Auditor)
+}
+
+/// Lets an entry-bundle read through when the request's bearer token verifies and
+/// its principal reads the whole ledger: 401 without a token or with a bad one, 403
+/// for any other principal. Not recorded (see the module's documentation).
+fn check_entry_reader(ledger: &Ledger, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(state) = &ledger.kernel else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ENTRIES_FORBIDDEN,
+            "entry bundles are not served here: this server checks no tokens",
+        ));
+    };
+    let principal = state.principal(headers)?;
+    if reads_whole_ledger(principal.kind()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ENTRIES_FORBIDDEN,
+            format!(
+                "entry bundles hold every workspace's entries and are served to Operator and Auditor tokens only, not to a {}; a workspace owner reads its own entries with `GET /v1/ledger/entries`",
+                principal.kind()
+            ),
+        ))
+    }
 }
 
 /// Runs `read` on the blocking pool with a reader over `store`.
@@ -89,8 +181,8 @@ fn echo(text: &str) -> String {
 }
 
 /// `GET /ledger/checkpoint`: the latest signed checkpoint note.
-async fn checkpoint(State(store): State<Arc<SledStore>>) -> Result<Response, ApiError> {
-    let (note, _) = read(store, |reader| reader.latest_checkpoint_note()).await?;
+async fn checkpoint(State(ledger): State<Ledger>) -> Result<Response, ApiError> {
+    let (note, _) = read(ledger.store, |reader| reader.latest_checkpoint_note()).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -101,9 +193,11 @@ async fn checkpoint(State(store): State<Arc<SledStore>>) -> Result<Response, Api
         .into_response())
 }
 
-/// `GET /ledger/tile/<L>/<N>[.p/<W>]` and `GET /ledger/tile/entries/<N>[.p/<W>]`.
+/// `GET /ledger/tile/<L>/<N>[.p/<W>]` (public) and
+/// `GET /ledger/tile/entries/<N>[.p/<W>]` (Operator and Auditor tokens only).
 async fn tile(
-    State(store): State<Arc<SledStore>>,
+    State(ledger): State<Ledger>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(rest) = path.map_err(|_| {
@@ -113,15 +207,19 @@ async fn tile(
     let tile = parse_tile_path(&full).map_err(|error| {
         ApiError::bad_request("malformed_tile_path", format!("`{}`: {error}", echo(&full)))
     })?;
-    let bytes = read(store, move |reader| match tile.kind {
+    // INVARIANT: an entry bundle's bytes are read only after its reader passed.
+    if tile.kind == TileKind::Entries {
+        check_entry_reader(&ledger, &headers)?;
+    }
+    let bytes = read(ledger.store, move |reader| match tile.kind {
         TileKind::Hashes(level) => reader.hash_tile(level, tile.index, tile.partial),
         TileKind::Entries => reader.entry_bundle(tile.index, tile.partial),
     })
     .await?;
-    let cache = if tile.partial.is_some() {
-        NO_STORE
-    } else {
-        IMMUTABLE
+    let cache = match (tile.partial, tile.kind) {
+        (Some(_), _) => NO_STORE,
+        (None, TileKind::Hashes(_)) => IMMUTABLE,
+        (None, TileKind::Entries) => PRIVATE_IMMUTABLE,
     };
     Ok((
         [
@@ -135,13 +233,16 @@ async fn tile(
 
 /// `GET /v1/ledger/proof/inclusion?index=I[&size=S]`.
 async fn inclusion(
-    State(store): State<Arc<SledStore>>,
+    State(ledger): State<Ledger>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let [index, size] = parse_query(query.as_deref(), ["index", "size"])?;
     let index = LeafIndex(index.ok_or_else(|| missing("index"))?);
     let size = size.map(TreeSize);
-    let proof = read(store, move |reader| reader.inclusion_proof(index, size)).await?;
+    let proof = read(ledger.store, move |reader| {
+        reader.inclusion_proof(index, size)
+    })
+    .await?;
     Ok(no_store(json!({
         "index": proof.index.0,
         "size": proof.size.0,
@@ -154,19 +255,214 @@ async fn inclusion(
 
 /// `GET /v1/ledger/proof/consistency?old=O[&new=N]`.
 async fn consistency(
-    State(store): State<Arc<SledStore>>,
+    State(ledger): State<Ledger>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let [old, new] = parse_query(query.as_deref(), ["old", "new"])?;
     let old = TreeSize(old.ok_or_else(|| missing("old"))?);
     let new = new.map(TreeSize);
-    let proof = read(store, move |reader| reader.consistency_proof(old, new)).await?;
+    let proof = read(ledger.store, move |reader| {
+        reader.consistency_proof(old, new)
+    })
+    .await?;
     Ok(no_store(json!({
         "old": proof.old.0,
         "new": proof.new.0,
         "consistency_proof": proof.proof.iter().map(|hash| hash.to_base64()).collect::<Vec<_>>(),
         "checkpoint": proof.checkpoint,
     })))
+}
+
+/// `GET /v1/ledger/entries?from=F&to=T`: the entries of indexes `F` (inclusive) to
+/// `T` (exclusive) that belong to the caller's workspace, each with its inclusion
+/// proof against the one signed checkpoint in the answer.
+///
+/// Decided as `admin.ledger.read` on the caller's `Workspace` (owners only, by
+/// policy) and recorded once per call. An Operator or an Auditor has no workspace:
+/// it is decided on `Kernel::"writ"` and gets every entry of the range, as it may
+/// read the entry bundles anyway. An entry belongs to a workspace when its
+/// `workspace` field is exactly that workspace's id; no other entry is ever in the
+/// answer.
+async fn entries(
+    State(ledger): State<Ledger>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let Some(state) = &ledger.kernel else {
+        return Err(ApiError::not_found("no such endpoint"));
+    };
+    let principal = state.principal(&headers)?;
+    let range = entry_range(query.as_deref())?;
+    let workspace = principal
+        .workspace()
+        .map(|workspace| workspace.as_str().to_owned());
+    let admitted =
+        crate::admin::authorize_admin(state, &principal, LEDGER_READ, workspace.as_deref()).await?;
+    let store = Arc::clone(&ledger.store);
+    let only = workspace.clone();
+    let read = tokio::task::spawn_blocking(move || read_entries(&store, range, only.as_deref()))
+        .await
+        .map_err(|error| ApiError::internal("reading the ledger", &error))?
+        .map_err(read_error)?;
+    drop(admitted);
+    let answer = match read {
+        EntriesRead::Beyond { latest } => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "size_out_of_range",
+                format!(
+                    "`to` {} is beyond the latest checkpoint (size {latest}); fetch `/ledger/checkpoint` for the size",
+                    range.to
+                ),
+            ))
+        }
+        EntriesRead::Moved => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ledger_unavailable",
+                "the ledger's checkpoint changed while the entries were read; try again",
+            ))
+        }
+        EntriesRead::Read(answer) => answer,
+    };
+    Ok(no_store(json!({
+        "workspace": workspace,
+        "from": range.from,
+        "to": answer.to,
+        "size": answer.size.0,
+        "checkpoint": answer.checkpoint,
+        "entries": answer.entries.iter().map(|entry| json!({
+            "index": entry.index.0,
+            "entry": entry.text,
+            "leaf_hash": entry.leaf_hash.to_base64(),
+            "inclusion_proof": entry.proof.iter().map(|hash| hash.to_base64()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// A range of entry indexes, `from` inclusive, `to` exclusive, at most
+/// [`MAX_ENTRIES_RANGE`] long.
+#[derive(Clone, Copy, Debug)]
+struct EntryRange {
+    from: u64,
+    to: u64,
+}
+
+/// Parses and checks the query of `/v1/ledger/entries`: 400 when malformed, 422
+/// when the range is empty or too long.
+fn entry_range(query: Option<&str>) -> Result<EntryRange, ApiError> {
+    let [from, to] = parse_query(query, ["from", "to"])?;
+    let from = from.ok_or_else(|| missing("from"))?;
+    let to = to.ok_or_else(|| missing("to"))?;
+    if to <= from {
+        return Err(ApiError::unprocessable(
+            "invalid_range",
+            format!("`to` ({to}) must be greater than `from` ({from}): `from` is inclusive and `to` exclusive"),
+        ));
+    }
+    if to - from > MAX_ENTRIES_RANGE {
+        return Err(ApiError::unprocessable(
+            "range_too_large",
+            format!(
+                "a call covers at most {MAX_ENTRIES_RANGE} indexes, not {} (`from` {from}, `to` {to})",
+                to - from
+            ),
+        ));
+    }
+    Ok(EntryRange { from, to })
+}
+
+/// One entry of a workspace's answer.
+#[derive(Debug)]
+struct ProvenEntry {
+    index: LeafIndex,
+    text: String,
+    leaf_hash: writ_ledger::Hash,
+    proof: Vec<writ_ledger::Hash>,
+}
+
+/// The entries read, and the checkpoint their proofs are against.
+#[derive(Debug)]
+struct EntriesAnswer {
+    /// Where the answer stops (exclusive): the range's end, or less when the
+    /// answer reached [`MAX_ENTRIES_ANSWER_BYTES`].
+    to: u64,
+    size: TreeSize,
+    checkpoint: String,
+    entries: Vec<ProvenEntry>,
+}
+
+#[derive(Debug)]
+enum EntriesRead {
+    Read(EntriesAnswer),
+    /// The range ends beyond the latest checkpoint (of this size).
+    Beyond {
+        latest: TreeSize,
+    },
+    /// The checkpoint of the first proof was gone by a later one (the store keeps
+    /// every checkpoint of the last hour, so only a read that long sees this).
+    Moved,
+}
+
+/// The entries of `range` whose `workspace` is `only` (all of them when `None`),
+/// each proven against the latest checkpoint, which must cover the range.
+fn read_entries(
+    store: &SledStore,
+    range: EntryRange,
+    only: Option<&str>,
+) -> Result<EntriesRead, ReadError> {
+    let reader = TileReader::new(store);
+    let (checkpoint, size) = reader.latest_checkpoint_note()?;
+    if range.to > size.0 {
+        return Ok(EntriesRead::Beyond { latest: size });
+    }
+    let mut answer = EntriesAnswer {
+        to: range.to,
+        size,
+        checkpoint,
+        entries: Vec::new(),
+    };
+    let mut bytes = 0usize;
+    let wanted = usize::try_from(range.to - range.from).unwrap_or(usize::MAX);
+    for item in store.entries_from(LeafIndex(range.from)).take(wanted) {
+        let (index, entry) = item?;
+        if index.0 >= range.to {
+            break;
+        }
+        if only.is_some_and(|workspace| !in_workspace(&entry, workspace)) {
+            continue;
+        }
+        if bytes.saturating_add(entry.len()) > MAX_ENTRIES_ANSWER_BYTES {
+            answer.to = index.0;
+            break;
+        }
+        bytes += entry.len();
+        let proof = reader.inclusion_proof(index, Some(size))?;
+        if proof.size != size || proof.checkpoint != answer.checkpoint {
+            return Ok(EntriesRead::Moved);
+        }
+        let text = String::from_utf8(entry).map_err(|_| writ_ledger::LedgerError::Corrupt {
+            what: format!("entry {index} is not UTF-8"),
+        })?;
+        answer.entries.push(ProvenEntry {
+            index,
+            text,
+            leaf_hash: proof.leaf_hash,
+            proof: proof.proof,
+        });
+    }
+    Ok(EntriesRead::Read(answer))
+}
+
+/// Whether an entry's `workspace` field is exactly `workspace`. An entry that does
+/// not parse, or names its workspace twice, belongs to no workspace.
+fn in_workspace(entry: &[u8], workspace: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Scope<'a> {
+        #[serde(borrow)]
+        workspace: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<Scope<'_>>(entry).is_ok_and(|scope| scope.workspace == workspace)
 }
 
 fn no_store(body: Value) -> Response {
@@ -376,6 +672,13 @@ mod tests {
         assert_eq!(tiles.len(), 7, "{tiles:?}");
         for path in tiles {
             let answer = get(&fixture.router, &format!("/ledger/{path}")).await;
+            if path.starts_with("tile/entries/") {
+                // Entry bundles need an Operator or Auditor token, which a store
+                // alone cannot check (`tests/ledger_reads.rs` reads them with one).
+                assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
+                assert_eq!(answer.error_code(), ENTRIES_FORBIDDEN, "{path}");
+                continue;
+            }
             assert_eq!(answer.status, StatusCode::OK, "{path}");
             assert_eq!(
                 answer.body,
@@ -414,7 +717,7 @@ mod tests {
             ("tile/%ff/000", StatusCode::BAD_REQUEST),
             ("tile/9/000", StatusCode::NOT_FOUND),
             ("tile/8/000.p/1", StatusCode::NOT_FOUND),
-            ("tile/entries/999", StatusCode::NOT_FOUND),
+            ("tile/entries/999", StatusCode::FORBIDDEN),
             ("tile/0/003", StatusCode::NOT_FOUND),
             // The partial tiles of 600 are 0/002.p/88, entries/002.p/88, 1/000.p/2.
             ("tile/0/002", StatusCode::NOT_FOUND),
@@ -422,8 +725,9 @@ mod tests {
             ("tile/0/001.p/255", StatusCode::NOT_FOUND),
             ("tile/1/000", StatusCode::NOT_FOUND),
             ("tile/1/000.p/1", StatusCode::NOT_FOUND),
-            ("tile/entries/002", StatusCode::NOT_FOUND),
-            ("tile/entries/002.p/89", StatusCode::NOT_FOUND),
+            // Refused before anything is read: no token can be checked here.
+            ("tile/entries/002", StatusCode::FORBIDDEN),
+            ("tile/entries/002.p/89", StatusCode::FORBIDDEN),
             (
                 "tile/0/x018/x446/x744/x073/x709/x551/615",
                 StatusCode::NOT_FOUND,
@@ -432,10 +736,10 @@ mod tests {
             let answer = get(&fixture.router, &format!("/ledger/{path}")).await;
             assert_eq!(answer.status, status, "{path}");
             if status != StatusCode::OK {
-                let expected = if status == StatusCode::BAD_REQUEST {
-                    "malformed_tile_path"
-                } else {
-                    "tile_not_found"
+                let expected = match status {
+                    StatusCode::BAD_REQUEST => "malformed_tile_path",
+                    StatusCode::FORBIDDEN => ENTRIES_FORBIDDEN,
+                    _ => "tile_not_found",
                 };
                 assert_eq!(answer.error_code(), expected, "{path}");
             }

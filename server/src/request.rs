@@ -19,6 +19,16 @@ const MAX_NAME_LEN: usize = 1024;
 /// The longest URL or path the kernel parses.
 const MAX_TARGET_LEN: usize = 4096;
 
+/// The most entities one request may carry. Each is schema-checked and added to a
+/// copy of the entity store before Cedar decides, so a body of thousands costs
+/// seconds of CPU; the cap keeps that to a bounded, small amount.
+pub const MAX_REQUEST_ENTITIES: usize = 100;
+
+/// The most bytes (compact JSON) of all of one request's entities: what one ledger
+/// entry can hold (`writ_ledger::MAX_ENTRY_BYTES`), since a decision records the
+/// request it decided.
+pub const MAX_REQUEST_ENTITY_BYTES: usize = writ_ledger::MAX_ENTRY_BYTES;
+
 /// One authorize request as sent.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,7 +84,11 @@ pub struct Target {
 
 /// Works out the resource of a request: a URL for egress, a path for files, else the
 /// named resource. Types the kernel builds itself cannot be named by the caller.
+///
+/// This is the first thing asked of a parsed body, so it first checks the request
+/// entities' caps ([`check_entity_caps`]): nothing of them reaches Cedar before.
 pub fn target(body: &AuthorizeBody, principal: &Principal) -> Result<Target, ApiError> {
+    check_entity_caps(&body.entities)?;
     let kernel_built = |what: &str| {
         ApiError::bad_request(
             "kernel_built_resource",
@@ -127,6 +141,76 @@ pub fn target(body: &AuthorizeBody, principal: &Principal) -> Result<Target, Api
                 kernel_entity: None,
             })
         }
+    }
+}
+
+/// Refuses request entities beyond [`MAX_REQUEST_ENTITIES`] in number (413
+/// `too_many_entities`) or [`MAX_REQUEST_ENTITY_BYTES`] in compact JSON (413
+/// `entities_too_large`), before anything parses them as entities. The size is
+/// counted as they are written out, and the count stops at the cap: the work is
+/// bounded by the cap, not by the body.
+pub fn check_entity_caps(entities: &[Value]) -> Result<(), ApiError> {
+    if entities.len() > MAX_REQUEST_ENTITIES {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_entities",
+            format!(
+                "a request carries at most {MAX_REQUEST_ENTITIES} entities, not {}",
+                entities.len()
+            ),
+        ));
+    }
+    let mut counter = ByteBudget {
+        left: MAX_REQUEST_ENTITY_BYTES,
+    };
+    // `[` and `]`, and a `,` between two entities: the compact array's bytes.
+    let framing = entities.len().saturating_add(1);
+    let fits = counter.spend(framing)
+        && entities
+            .iter()
+            .all(|entity| serde_json::to_writer(&mut counter, entity).is_ok());
+    if fits {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "entities_too_large",
+            format!(
+                "a request's entities are at most {MAX_REQUEST_ENTITY_BYTES} bytes of compact JSON together"
+            ),
+        ))
+    }
+}
+
+/// A writer that only counts, and fails once more than `left` bytes are written.
+#[derive(Debug)]
+struct ByteBudget {
+    left: usize,
+}
+
+impl ByteBudget {
+    fn spend(&mut self, bytes: usize) -> bool {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl std::io::Write for ByteBudget {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.spend(buf.len()) {
+            Ok(buf.len())
+        } else {
+            Err(std::io::Error::other("over the byte budget"))
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

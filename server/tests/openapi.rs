@@ -15,7 +15,7 @@ use writ_server::routes::OPENAPI;
 /// MAINTAINERS: this list, `server/src/openapi.json` and the routers must agree. When
 /// you add, remove or rename a route in `server/src/routes.rs` or
 /// `server/src/ledger_api.rs`, update this list AND the document (and docs/API.md).
-const ROUTES: [(&str, &str); 51] = [
+const ROUTES: [(&str, &str); 52] = [
     // routes.rs
     ("post", "/v1/authorize"),
     ("post", "/v1/authorize/batch"),
@@ -69,16 +69,18 @@ const ROUTES: [(&str, &str); 51] = [
     ("get", "/ledger/tile/{path}"),
     ("get", "/v1/ledger/proof/inclusion"),
     ("get", "/v1/ledger/proof/consistency"),
+    ("get", "/v1/ledger/entries"),
 ];
 
 /// Operations that need no bearer token (`security: []` in the document).
-const PUBLIC: [&str; 9] = [
+/// (`/ledger/tile/{path}` is not: its hash tiles are, its entry bundles need an
+/// Operator's or Auditor's token, so its `security` makes the token optional.)
+const PUBLIC: [&str; 8] = [
     "/healthz",
     "/readyz",
     "/metrics",
     "/openapi.json",
     "/ledger/checkpoint",
-    "/ledger/tile/{path}",
     "/v1/ledger/proof/inclusion",
     "/v1/ledger/proof/consistency",
     "/v1/vault/status",
