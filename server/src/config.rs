@@ -127,6 +127,9 @@ pub struct HttpSection {
     /// Connections served at once (default: three quarters of the open-files limit,
     /// at most 10000).
     pub max_connections: Option<usize>,
+    /// How long a stop waits for the connections in flight before it cuts them
+    /// (default `10s`).
+    pub shutdown_drain: Option<String>,
 }
 
 impl HttpSection {
@@ -164,9 +167,49 @@ impl HttpSection {
                 defaults.body_read_timeout,
             )?,
             max_connections,
+            shutdown_drain: duration(
+                "shutdown_drain",
+                &self.shutdown_drain,
+                defaults.shutdown_drain,
+            )?,
         })
     }
 }
+
+/// The `[vault]` section: the brakes on unseal attempts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSection {
+    /// The first wait after repeated failed passphrase attempts, doubled after each
+    /// further failure up to 60 s (default `1s`, at least `100ms`).
+    pub unseal_backoff_base: Option<String>,
+}
+
+impl VaultSection {
+    /// The unseal backoff base, over the default.
+    pub fn unseal_backoff_base(&self) -> Result<Duration, ConfigError> {
+        let Some(text) = &self.unseal_backoff_base else {
+            return Ok(crate::vault::unseal_guard::DEFAULT_BACKOFF_BASE);
+        };
+        match humantime::parse_duration(text) {
+            Ok(parsed)
+                if parsed >= MIN_UNSEAL_BACKOFF_BASE
+                    && parsed <= crate::vault::unseal_guard::MAX_BACKOFF =>
+            {
+                Ok(parsed)
+            }
+            Ok(_) => Err(ConfigError::Invalid {
+                reason: "`vault.unseal_backoff_base` is 100ms to 60s".to_owned(),
+            }),
+            Err(error) => Err(ConfigError::Invalid {
+                reason: format!("`vault.unseal_backoff_base` is not a duration like `1s`: {error}"),
+            }),
+        }
+    }
+}
+
+/// The shortest `vault.unseal_backoff_base`.
+const MIN_UNSEAL_BACKOFF_BASE: Duration = Duration::from_millis(100);
 
 /// The longest timeout of the `[http]` section.
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -190,6 +233,7 @@ pub struct FileConfig {
     pub vault_key_file: Option<PathBuf>,
     pub grants: Option<GrantsSection>,
     pub http: Option<HttpSection>,
+    pub vault: Option<VaultSection>,
 }
 
 impl FileConfig {
@@ -219,6 +263,8 @@ pub struct ServeConfig {
     pub vault_key_file: Option<PathBuf>,
     pub grants: GrantsConfig,
     pub http: EdgeLimits,
+    /// The first wait after three failed passphrase unseals in a row.
+    pub unseal_backoff_base: Duration,
 }
 
 /// What flags and environment variables say (each overrides the file).
@@ -268,6 +314,7 @@ impl ServeConfig {
             vault_key_file: overrides.vault_key_file.or(file.vault_key_file),
             grants: file.grants.unwrap_or_default().resolve()?,
             http: file.http.unwrap_or_default().resolve()?,
+            unseal_backoff_base: file.vault.unwrap_or_default().unseal_backoff_base()?,
         })
     }
 }

@@ -84,13 +84,16 @@ fn unseal_at_start(
     state_db: &sled::Db,
 ) -> anyhow::Result<(Arc<Vault>, Map<String, Value>)> {
     let unsealed = files::unseal_with(&sealed, source)?;
-    let vault = Arc::new(Vault::new(
-        &config.data_dir,
-        config.vault_key_file.as_deref(),
-        sealed,
-        Some(unsealed),
-        state_db,
-    )?);
+    let vault = Arc::new(
+        Vault::new(
+            &config.data_dir,
+            config.vault_key_file.as_deref(),
+            sealed,
+            Some(unsealed),
+            state_db,
+        )?
+        .with_unseal_backoff_base(config.unseal_backoff_base),
+    );
     let fields = unsealed_at_start(&vault, source);
     Ok((vault, fields))
 }
@@ -291,13 +294,16 @@ pub async fn run(
             Some((opened, server))
         }
         None => {
-            let vault = Arc::new(Vault::new(
-                &config.data_dir,
-                config.vault_key_file.as_deref(),
-                sealed,
-                None,
-                &state_db,
-            )?);
+            let vault = Arc::new(
+                Vault::new(
+                    &config.data_dir,
+                    config.vault_key_file.as_deref(),
+                    sealed,
+                    None,
+                    &state_db,
+                )?
+                .with_unseal_backoff_base(config.unseal_backoff_base),
+            );
             let unsealed = Arc::new(tokio::sync::Notify::new());
             let (opened_tx, opened_rx) = tokio::sync::watch::channel(Opening::Waiting);
             let sealed_state = Arc::new(SealedState {
@@ -387,10 +393,25 @@ struct SealedState {
     opened: tokio::sync::watch::Receiver<Opening>,
 }
 
+impl SealedState {
+    /// Verifies the bearer token of a request, and logs a refusal as the full
+    /// server does (there are no metrics before the vault opens).
+    fn principal(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<crate::identity::Principal, ApiError> {
+        let principal = crate::state::bearer_principal(&self.auth, headers)?;
+        if let Err(error) = &principal {
+            tracing::info!(code = error.code(), "authentication refused");
+        }
+        Ok(principal?)
+    }
+}
+
 impl crate::edge::gate::TokenCheck for SealedState {
     fn check_token(&self, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-        crate::state::bearer_principal(&self.auth, headers)?.map_err(ApiError::from)?;
-        Ok(())
+        // A refused request never reaches its handler: it is logged once.
+        self.principal(headers).map(|_| ())
     }
 }
 
@@ -435,22 +456,13 @@ async fn sealed_unseal(
     headers: axum::http::HeaderMap,
     body: crate::routes::JsonBody,
 ) -> Result<axum::Json<Value>, super::vault::api::UnsealRefused> {
-    let principal =
-        crate::state::bearer_principal(&state.auth, &headers)?.map_err(ApiError::from)?;
-    // A failed attempt is logged by `unseal_step`; there is no ledger to record it in
-    // before the vault opens, and the `vault.unsealed` entry counts the passphrase
-    // failures in a row before it (`failed_attempts`).
-    let outcome = super::vault::api::unseal_step(&state.vault, &principal, body).await?;
-    let answer = outcome.to_json();
-    if let super::vault::api::UnsealOutcome::Opened(opened) = outcome {
-        // The ledger's key is in this ring: its `vault.unsealed` entry can only be
-        // written once the ring is in place and the ledger open (`run` does).
-        let fields = super::vault::api::unsealed_fields(&state.vault, &opened);
-        if let Ok(mut slot) = state.unsealed_entry.lock() {
-            *slot = Some(fields);
-        }
-        state.vault.install(*opened);
-        state.unsealed.notify_one();
+    let principal = state.principal(&headers)?;
+    // In a task of its own, as on a running server: a client that goes away
+    // during the Argon2 run cannot keep an opened ring from being put in place.
+    let (answer, opened) = tokio::spawn(sealed_unseal_step(Arc::clone(&state), principal, body))
+        .await
+        .map_err(|error| ApiError::internal("unsealing", &error))??;
+    if opened {
         // Answer once the ledger and the full API are open, so that the caller's
         // next request is decided rather than refused as sealed.
         let mut opened = state.opened.clone();
@@ -468,6 +480,32 @@ async fn sealed_unseal(
         }
     }
     Ok(axum::Json(answer))
+}
+
+/// One unseal step of the sealed-start server, and whether the ring opened (then
+/// it is in place and `run` was told).
+async fn sealed_unseal_step(
+    state: Arc<SealedState>,
+    principal: crate::identity::Principal,
+    body: crate::routes::JsonBody,
+) -> Result<(Value, bool), super::vault::api::UnsealRefused> {
+    // A failed attempt is logged by `unseal_step`; there is no ledger to record it in
+    // before the vault opens, and the `vault.unsealed` entry counts the passphrase
+    // failures in a row before it (`failed_attempts`).
+    let outcome = super::vault::api::unseal_step(&state.vault, &principal, body).await?;
+    let answer = outcome.to_json();
+    let super::vault::api::UnsealOutcome::Opened(opened) = outcome else {
+        return Ok((answer, false));
+    };
+    // The ledger's key is in this ring: its `vault.unsealed` entry can only be
+    // written once the ring is in place and the ledger open (`run` does).
+    let fields = super::vault::api::unsealed_fields(&state.vault, &opened);
+    if let Ok(mut slot) = state.unsealed_entry.lock() {
+        *slot = Some(fields);
+    }
+    state.vault.install(*opened);
+    state.unsealed.notify_one();
+    Ok((answer, true))
 }
 
 /// `kernel.started` and `policy.loaded`: which kernel and which policy set answer.

@@ -5,16 +5,21 @@
 //! `axum::serve`, for three things the framework's loop does not do:
 //!
 //! - a connection limit below the file-descriptor limit, so that idle sockets can
-//!   never make `accept` fail with `EMFILE` and starve `/healthz` ([`accept`]);
+//!   never make `accept` fail with `EMFILE` and starve `/healthz`; at the limit the
+//!   oldest idle keep-alive connection is closed to make room ([`accept`],
+//!   [`idle`]);
 //! - separate deadlines for reading a request head, for a keep-alive connection
 //!   waiting for its next request, and for reading a body ([`watch`]). hyper's own
 //!   `header_read_timeout` (1.6 and later) also runs while a keep-alive connection
 //!   waits for its next request, so it cannot give an idle timeout longer than the
 //!   head timeout; it is switched off and [`watch`] keeps both clocks;
-//! - the bearer token checked before any body is read ([`gate`]).
+//! - the bearer token checked before any body is read ([`gate`]);
+//! - a graceful stop with a deadline: connections still open after
+//!   `shutdown_drain` are cut.
 
 pub mod accept;
 pub mod gate;
+pub mod idle;
 pub mod watch;
 
 use std::time::Duration;
@@ -26,6 +31,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default time a client has to send a whole request body, from the end of its
 /// head. A 1 MiB body needs 35 KiB/s.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default time connections in flight have to finish after a stop was asked
+/// for; then they are cut.
+pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 /// The default connection limit is at most this many.
 pub const MAX_DEFAULT_CONNECTIONS: usize = 10_000;
 /// The soft open-files limit assumed when it cannot be read.
@@ -37,8 +45,11 @@ pub struct EdgeLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_read_timeout: Duration,
-    /// Connections served at once; more are accepted and closed at once.
+    /// Connections served at once. Past it, the oldest idle keep-alive connection
+    /// is closed to make room; with none idle, a new one is closed at once.
     pub max_connections: usize,
+    /// How long a graceful stop waits for the connections in flight.
+    pub shutdown_drain: Duration,
 }
 
 impl Default for EdgeLimits {
@@ -48,6 +59,7 @@ impl Default for EdgeLimits {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             max_connections: default_max_connections(open_files_limit()),
+            shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
         }
     }
 }

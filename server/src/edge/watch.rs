@@ -12,6 +12,11 @@
 //! | responding | the handler answered | `idle_timeout` (a client that reads nothing) |
 //! | idle | the response body is done | `idle_timeout` |
 //!
+//! When bytes of a next request arrive while one is being served (after its body),
+//! the connection goes from responding to head, not to idle. While idle a
+//! connection is in the register of [`super::idle`], from which the accept loop may
+//! evict it at the connection limit.
+//!
 //! A head sent one line every few seconds (slowloris) is cut at the head deadline
 //! however often it sends; an idle keep-alive connection at the idle one. The body
 //! deadline is kept by [`TimedBody`], so a stalled body fails the request (408) and
@@ -29,6 +34,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
+
+use super::idle::{Eviction, IdleConnections, IdleKey};
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,17 +68,30 @@ struct ClockState {
     deadline: Option<Instant>,
     /// Requests whose answer is not finished (one at a time over HTTP/1.1).
     in_flight: u32,
+    /// The body of the request being served has been read to its end (or it has
+    /// none): bytes read from here on belong to the next request.
+    body_done: bool,
+    /// Bytes of a next request arrived while this one was served (pipelining):
+    /// when it finishes, the connection is reading a head, not idle.
+    next_head: bool,
+    /// Where the connection stands in the register of idle connections.
+    idle_key: Option<IdleKey>,
 }
 
 /// The phase and deadline of one connection.
 #[derive(Debug)]
 pub struct ConnClock {
     state: Mutex<ClockState>,
-    /// Set while idle, so that a read checks the lock only when it starts a head.
-    idle: AtomicBool,
+    /// Set while a read may move the phase (idle, or bytes of a next request), so
+    /// that most reads do not take the lock.
+    watch_reads: AtomicBool,
     changed: Notify,
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    /// The register this connection enters while idle, and how it is told it was
+    /// evicted from there.
+    idle: Option<Arc<IdleConnections>>,
+    eviction: Arc<Eviction>,
 }
 
 impl ConnClock {
@@ -82,12 +102,28 @@ impl ConnClock {
                 phase: Phase::Head,
                 deadline: Some(Instant::now() + header_read_timeout),
                 in_flight: 0,
+                body_done: false,
+                next_head: false,
+                idle_key: None,
             }),
-            idle: AtomicBool::new(false),
+            watch_reads: AtomicBool::new(false),
             changed: Notify::new(),
             header_read_timeout,
             idle_timeout,
+            idle: None,
+            eviction: Arc::new(Eviction::default()),
         }
+    }
+
+    /// A new connection that enters `idle` whenever it waits for its next request.
+    pub fn registered(
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+        idle: Arc<IdleConnections>,
+    ) -> Self {
+        let mut clock = Self::new(header_read_timeout, idle_timeout);
+        clock.idle = Some(idle);
+        clock
     }
 
     fn lock(&self) -> MutexGuard<'_, ClockState> {
@@ -96,10 +132,27 @@ impl ConnClock {
     }
 
     fn set(&self, state: &mut ClockState, phase: Phase, deadline: Option<Instant>) {
+        if let (Some(key), Some(idle)) = (state.idle_key.take(), &self.idle) {
+            idle.leave(key);
+        }
         state.phase = phase;
         state.deadline = deadline;
-        self.idle.store(phase == Phase::Idle, Ordering::Release);
+        if phase == Phase::Idle {
+            if let Some(idle) = &self.idle {
+                state.idle_key = Some(idle.enter(Instant::now(), &self.eviction));
+            }
+        }
+        self.refresh_watch(state);
         self.changed.notify_one();
+    }
+
+    fn refresh_watch(&self, state: &ClockState) {
+        let watch = match state.phase {
+            Phase::Idle | Phase::Responding => true,
+            Phase::Busy => state.body_done,
+            Phase::Head => false,
+        };
+        self.watch_reads.store(watch, Ordering::Release);
     }
 
     /// The current phase and its deadline.
@@ -108,33 +161,59 @@ impl ConnClock {
         (state.phase, state.deadline)
     }
 
+    /// Whether no request is being served (a head may be half read).
+    pub fn is_quiet(&self) -> bool {
+        self.lock().in_flight == 0
+    }
+
+    /// How this connection learns that it was evicted while idle.
+    pub fn eviction(&self) -> &Arc<Eviction> {
+        &self.eviction
+    }
+
     /// Resolves when the phase changes (or has changed since the last wait).
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
 
-    /// Bytes arrived: an idle connection starts reading a head.
+    /// Bytes arrived: an idle connection starts reading a head; bytes after the
+    /// body of the request being served are the start of the next head.
     fn on_read(&self) {
-        if !self.idle.load(Ordering::Acquire) {
+        if !self.watch_reads.load(Ordering::Acquire) {
             return;
         }
         let mut state = self.lock();
-        if state.phase == Phase::Idle {
-            let deadline = Instant::now() + self.header_read_timeout;
-            self.set(&mut state, Phase::Head, Some(deadline));
+        match state.phase {
+            Phase::Idle => {
+                let deadline = Instant::now() + self.header_read_timeout;
+                self.set(&mut state, Phase::Head, Some(deadline));
+            }
+            Phase::Responding => state.next_head = true,
+            Phase::Busy if state.body_done => state.next_head = true,
+            Phase::Busy | Phase::Head => {}
         }
     }
 
     /// A request head was parsed: the request is served. The returned guard ends the
     /// request when it is dropped (with the response body, or with the handler's
-    /// future when the connection goes away first).
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
+    /// future when the connection goes away first). `has_body`: whether a body
+    /// follows the head.
+    pub fn start_request(self: &Arc<Self>, has_body: bool) -> InFlight {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_add(1);
+        state.body_done = !has_body;
+        state.next_head = false;
         self.set(&mut state, Phase::Busy, None);
         InFlight {
             clock: Arc::clone(self),
         }
+    }
+
+    /// The request body was read to its end.
+    fn body_finished(&self) {
+        let mut state = self.lock();
+        state.body_done = true;
+        self.refresh_watch(&state);
     }
 
     /// The handler answered; the answer has `idle_timeout` to be taken by the client.
@@ -150,8 +229,24 @@ impl ConnClock {
         let mut state = self.lock();
         state.in_flight = state.in_flight.saturating_sub(1);
         if state.in_flight == 0 {
-            let deadline = Instant::now() + self.idle_timeout;
-            self.set(&mut state, Phase::Idle, Some(deadline));
+            // A pipelined head that began while this request was served has the
+            // head's deadline, from now, not the idle one.
+            if std::mem::take(&mut state.next_head) {
+                let deadline = Instant::now() + self.header_read_timeout;
+                self.set(&mut state, Phase::Head, Some(deadline));
+            } else {
+                let deadline = Instant::now() + self.idle_timeout;
+                self.set(&mut state, Phase::Idle, Some(deadline));
+            }
+        }
+    }
+}
+
+impl Drop for ConnClock {
+    fn drop(&mut self) {
+        let key = self.lock().idle_key.take();
+        if let (Some(key), Some(idle)) = (key, &self.idle) {
+            idle.leave(key);
         }
     }
 }
@@ -247,6 +342,8 @@ pub struct TimedBody<B> {
     /// Armed the first time the body has nothing to give: most requests never wait.
     sleep: Option<Pin<Box<Sleep>>>,
     timed_out: bool,
+    /// The clock told when the body has been read to its end.
+    clock: Option<Arc<ConnClock>>,
 }
 
 impl<B> TimedBody<B> {
@@ -258,7 +355,21 @@ impl<B> TimedBody<B> {
             deadline: Instant::now() + limit,
             sleep: None,
             timed_out: false,
+            clock: None,
         }
+    }
+
+    /// `new`, telling the connection's clock when the body has been read.
+    pub fn on_connection(inner: B, limit: Duration, clock: Arc<ConnClock>) -> Self {
+        Self {
+            clock: Some(clock),
+            ..Self::new(inner, limit)
+        }
+    }
+
+    fn give_up(&mut self) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        self.timed_out = true;
+        Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.limit)))))
     }
 }
 
@@ -274,19 +385,28 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.timed_out {
-            return Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.limit)))));
+        // Checked on every poll, not only when the body has nothing to give: a body
+        // that always has a little more ready must still end by its deadline.
+        if self.timed_out || Instant::now() >= self.deadline {
+            return self.give_up();
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|frame| frame.map_err(Into::into))),
+            Poll::Ready(frame) => {
+                let ended = frame.is_none() || self.inner.is_end_stream();
+                if ended {
+                    if let Some(clock) = self.clock.take() {
+                        clock.body_finished();
+                    }
+                }
+                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+            }
             Poll::Pending => {
                 let deadline = self.deadline;
                 let sleep = self
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if sleep.as_mut().poll(cx).is_ready() {
-                    self.timed_out = true;
-                    return Poll::Ready(Some(Err(Box::new(BodyTimedOut(self.limit)))));
+                    return self.give_up();
                 }
                 Poll::Pending
             }
@@ -378,10 +498,8 @@ mod tests {
             (phase, deadline),
             "reads in a head move nothing"
         );
-        let request = clock.start_request();
+        let request = clock.start_request(false);
         assert_eq!(clock.now(), (Phase::Busy, None));
-        clock.on_read();
-        assert_eq!(clock.now().0, Phase::Busy, "body bytes move nothing");
         let answered = Instant::now();
         request.answered();
         let (phase, deadline) = clock.now();
@@ -401,6 +519,98 @@ mod tests {
             "the first byte after idle starts a head"
         );
         assert!(due_in(deadline, read, head));
+    }
+
+    #[test]
+    fn a_pipelined_head_gets_the_head_deadline_not_the_idle_one() {
+        let (head, idle) = (Duration::from_secs(5), Duration::from_secs(60));
+        let clock = Arc::new(ConnClock::new(head, idle));
+        // A request with a body: its bytes move nothing.
+        let request = clock.start_request(true);
+        clock.on_read();
+        clock.body_finished();
+        request.answered();
+        drop(request);
+        assert_eq!(clock.now().0, Phase::Idle, "the body was not a next head");
+
+        // Bytes after the body (or of a request without one) start the next head.
+        clock.on_read();
+        let request = clock.start_request(false);
+        clock.on_read();
+        request.answered();
+        let done = Instant::now();
+        drop(request);
+        let (phase, deadline) = clock.now();
+        assert_eq!(phase, Phase::Head);
+        assert!(due_in(deadline, done, head));
+
+        let request = clock.start_request(true);
+        clock.body_finished();
+        request.answered();
+        clock.on_read();
+        drop(request);
+        assert_eq!(clock.now().0, Phase::Head, "read while responding");
+    }
+
+    #[test]
+    fn an_idle_connection_is_registered_and_evictable() {
+        let idle = Arc::new(IdleConnections::default());
+        let (head, wait) = (Duration::from_secs(5), Duration::from_secs(60));
+        let clock = Arc::new(ConnClock::registered(head, wait, Arc::clone(&idle)));
+        assert!(idle.is_empty(), "a new connection is not idle");
+        let request = clock.start_request(false);
+        assert!(idle.is_empty());
+        drop(request);
+        assert_eq!(idle.len(), 1);
+        clock.on_read();
+        assert!(
+            idle.is_empty(),
+            "the first byte of a request leaves the register"
+        );
+        drop(clock.start_request(false));
+        assert_eq!(idle.len(), 1);
+        assert!(idle.evict_oldest());
+        assert!(clock.eviction().is_evicted());
+        assert!(clock.is_quiet());
+        drop(clock.start_request(false));
+        drop(clock);
+        assert!(idle.is_empty(), "a closed connection leaves the register");
+    }
+
+    /// A body that always has one more byte ready.
+    struct Endless;
+
+    impl Body for Endless {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b" ")))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_waits_still_times_out() {
+        let mut timed = TimedBody::new(Endless, Duration::from_millis(50));
+        let started = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let frame = std::future::poll_fn(|cx| Pin::new(&mut timed).poll_frame(cx)).await;
+                match frame {
+                    Some(Ok(_)) => tokio::task::yield_now().await,
+                    other => break other,
+                }
+            }
+        })
+        .await
+        .expect("the deadline is checked on every poll")
+        .expect("an endless body does not end")
+        .expect_err("a timeout");
+        assert!(is_body_timeout(ended.as_ref()), "{ended}");
+        assert!(started.elapsed() >= Duration::from_millis(50));
     }
 
     /// A body whose sender never sends.

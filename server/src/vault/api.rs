@@ -114,13 +114,44 @@ pub struct UnsealRefused {
     pub failed: Option<FailedUnseal>,
 }
 
+/// The ways to unseal the vault through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsealWay {
+    Passphrase,
+    KeyFile,
+    Shares,
+}
+
+impl UnsealWay {
+    /// The name in the log and in `vault.unseal_failed` entries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passphrase => "passphrase",
+            Self::KeyFile => "key_file",
+            Self::Shares => "shares",
+        }
+    }
+}
+
 /// An unseal attempt that was made and did not open the vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailedUnseal {
-    /// `passphrase`, `key_file` or `shares`.
-    pub by: &'static str,
+    pub by: UnsealWay,
     /// Passphrase failures in a row (0 for the other ways).
     pub in_a_row: u32,
+}
+
+impl FailedUnseal {
+    /// Logs the failure (never the secret). Called where the attempt is settled,
+    /// before any `.await` that a client going away could cancel.
+    fn log(&self, giver: &str) {
+        tracing::warn!(
+            by = self.by.as_str(),
+            giver,
+            in_a_row = self.in_a_row,
+            "vault unseal attempt failed"
+        );
+    }
 }
 
 impl From<ApiError> for UnsealRefused {
@@ -154,14 +185,8 @@ impl IntoResponse for UnsealRefused {
 }
 
 impl UnsealRefused {
-    /// A failed attempt: logged here (never with the secret), recorded by the caller.
-    fn failed(error: ApiError, failed: FailedUnseal, giver: &str) -> Self {
-        tracing::warn!(
-            by = failed.by,
-            giver,
-            in_a_row = failed.in_a_row,
-            "vault unseal attempt failed"
-        );
+    /// A failed attempt (already logged), for the caller to record.
+    fn failed(error: ApiError, failed: FailedUnseal) -> Self {
         Self {
             error,
             retry_after: None,
@@ -202,17 +227,20 @@ async fn open_with_passphrase(
         .try_begin(Instant::now())
         .map_err(refused)?;
     let vault = Arc::clone(vault);
-    let who = giver.clone();
-    // The attempt is settled on the blocking thread, before the guard is released,
-    // even when the caller has gone away meanwhile.
+    // The attempt is settled and a failure logged on the blocking thread, before
+    // the guard is released, even when the caller has gone away meanwhile.
     let (opened, failed) = tokio::task::spawn_blocking(move || {
-        match vault.open_with_passphrase(passphrase.as_bytes(), &who) {
+        match vault.open_with_passphrase(passphrase.as_bytes(), &giver) {
             Ok(mut opened) => {
                 opened.failed_attempts = attempt.succeeded();
                 (Ok(opened), None)
             }
             Err(error @ VaultError::WrongPassphrase) => {
-                let failed = attempt.failed(Instant::now());
+                let failed = FailedUnseal {
+                    by: UnsealWay::Passphrase,
+                    in_a_row: attempt.failed(Instant::now()).in_a_row,
+                };
+                failed.log(&giver);
                 (Err(error), Some(failed))
             }
             Err(error) => (Err(error), None),
@@ -222,13 +250,7 @@ async fn open_with_passphrase(
     .map_err(|error| ApiError::internal("unsealing", &error))?;
     match (opened, failed) {
         (Ok(opened), _) => Ok(opened),
-        (Err(error), Some(failed)) => {
-            let unseal = FailedUnseal {
-                by: "passphrase",
-                in_a_row: failed.in_a_row,
-            };
-            Err(UnsealRefused::failed(error.into(), unseal, &giver))
-        }
+        (Err(error), Some(failed)) => Err(UnsealRefused::failed(error.into(), failed)),
         (Err(error), None) => Err(error.into()),
     }
 }
@@ -261,35 +283,39 @@ pub async fn unseal_step(
             Ok(ShareStep::Opened(opened)) => *opened,
             Err(error @ VaultError::SharesDoNotOpen) => {
                 let failed = FailedUnseal {
-                    by: "shares",
+                    by: UnsealWay::Shares,
                     in_a_row: 0,
                 };
-                return Err(UnsealRefused::failed(error.into(), failed, &giver));
+                failed.log(&giver);
+                return Err(UnsealRefused::failed(error.into(), failed));
             }
             Err(error) => return Err(error.into()),
         },
         (None, Some(passphrase), false) => open_with_passphrase(vault, passphrase, giver).await?,
         (None, None, true) => {
             let vault = Arc::clone(vault);
-            let who = giver.clone();
-            tokio::task::spawn_blocking(move || vault.open_with_key_file(&who))
-                .await
-                .map_err(|error| ApiError::internal("unsealing", &error))?
-                .map_err(|error| {
+            let failed = FailedUnseal {
+                by: UnsealWay::KeyFile,
+                in_a_row: 0,
+            };
+            // Logged on the blocking thread, like a passphrase failure.
+            tokio::task::spawn_blocking(move || {
+                vault.open_with_key_file(&giver).inspect_err(|error| {
                     tracing::warn!(error = %format!("{error:#}"), "unseal with the key file failed");
-                    let failed = FailedUnseal {
-                        by: "key_file",
-                        in_a_row: 0,
-                    };
-                    UnsealRefused::failed(
-                        ApiError::unprocessable(
-                            "unseal_failed",
-                            "the server's key file does not unseal the vault",
-                        ),
-                        failed,
-                        &giver,
-                    )
-                })?
+                    failed.log(&giver);
+                })
+            })
+            .await
+            .map_err(|error| ApiError::internal("unsealing", &error))?
+            .map_err(|_| {
+                UnsealRefused::failed(
+                    ApiError::unprocessable(
+                        "unseal_failed",
+                        "the server's key file does not unseal the vault",
+                    ),
+                    failed,
+                )
+            })?
         }
         _ => {
             return Err(ApiError::unprocessable(
@@ -318,8 +344,8 @@ pub fn unsealed_fields(vault: &Vault, opened: &OpenedRing) -> Map<String, Value>
 pub fn unseal_failed_fields(vault: &Vault, failed: &FailedUnseal) -> Map<String, Value> {
     let mut fields = Map::new();
     fields.insert("sealer".into(), json!(vault.sealer_kind()));
-    fields.insert("by".into(), json!(failed.by));
-    if failed.by == "passphrase" {
+    fields.insert("by".into(), json!(failed.by.as_str()));
+    if failed.by == UnsealWay::Passphrase {
         fields.insert("in_a_row".into(), json!(failed.in_a_row));
     }
     fields
@@ -327,12 +353,28 @@ pub fn unseal_failed_fields(vault: &Vault, failed: &FailedUnseal) -> Map<String,
 
 /// Unseal on a running server: the entry is recorded before the ring is in place;
 /// a failed attempt is recorded as `vault.unseal_failed` before it is answered.
+///
+/// The work runs in a task of its own, which the handler only waits for: hyper
+/// drops the handler's future when the client goes away, and an attempt that was
+/// made (a second of Argon2) must still be recorded, and a ring that opened still
+/// be put in place. Dropping a `JoinHandle` does not cancel its task.
 pub async fn unseal(
     State(state): State<Shared>,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Json<Value>, UnsealRefused> {
     let principal = state.principal(&headers)?;
+    tokio::spawn(unseal_and_record(state, principal, body))
+        .await
+        .map_err(|error| ApiError::internal("unsealing", &error))?
+}
+
+/// The unseal of a running server, to its end: the step, then its entry.
+async fn unseal_and_record(
+    state: Shared,
+    principal: Principal,
+    body: JsonBody,
+) -> Result<Json<Value>, UnsealRefused> {
     let outcome = match unseal_step(&state.vault, &principal, body).await {
         Ok(outcome) => outcome,
         Err(refusal) => {

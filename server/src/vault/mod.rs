@@ -141,6 +141,13 @@ impl Vault {
         })
     }
 
+    /// The vault, with `base` as the first wait after repeated failed passphrase
+    /// unseals (`vault.unseal_backoff_base`).
+    pub fn with_unseal_backoff_base(mut self, base: std::time::Duration) -> Self {
+        self.unseal_guard = unseal_guard::UnsealGuard::new(base);
+        self
+    }
+
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave `Inner` half-changed: every
         // mutation is a single assignment. Recover the guard rather than fail.

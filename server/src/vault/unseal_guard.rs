@@ -2,18 +2,21 @@
 //! Argon2 run at a time (each takes 64 MiB and a good part of a second), and a
 //! growing wait after repeated failures.
 //!
-//! After the third failure in a row the next attempt must wait 1 s, after the
-//! fourth 2 s, and so on, doubling up to [`MAX_BACKOFF`]. An unseal that works
-//! resets the count. The count lives in memory: a restart forgets it, which only
-//! the operator can cause.
+//! Three failures in a row are free: after the third the next attempt must wait
+//! 1 s (the base, `vault.unseal_backoff_base`), after the fourth 2 s, and so on,
+//! doubling up to [`MAX_BACKOFF`]. An unseal that works resets the count. The count
+//! lives in memory: a restart forgets it, which only the operator can cause.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Failures in a row that are free; each one after waits twice as long as the last.
-pub const FREE_FAILURES: u32 = 2;
+/// Failures in a row after which the next attempt need not wait: the one after the
+/// third waits the base, and each later one twice as long as the last.
+pub const FREE_FAILURES: u32 = 3;
+/// The wait after the first failure that is not free.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// The longest wait between attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -39,25 +42,24 @@ struct Failures {
 pub struct UnsealGuard {
     running: Arc<Semaphore>,
     failures: Arc<Mutex<Failures>>,
+    base: Duration,
 }
 
 impl Default for UnsealGuard {
     fn default() -> Self {
-        Self {
-            running: Arc::new(Semaphore::new(1)),
-            failures: Arc::new(Mutex::new(Failures::default())),
-        }
+        Self::new(DEFAULT_BACKOFF_BASE)
     }
 }
 
-/// The wait after `in_a_row` failures in a row: none for the first
-/// [`FREE_FAILURES`], then 1 s, 2 s, 4 s ... up to [`MAX_BACKOFF`].
-pub fn backoff(in_a_row: u32) -> Duration {
-    match in_a_row.checked_sub(FREE_FAILURES + 1) {
+/// The wait after `in_a_row` failures in a row: none up to [`FREE_FAILURES`], then
+/// `base`, twice `base`, four times ... up to [`MAX_BACKOFF`].
+pub fn backoff(in_a_row: u32, base: Duration) -> Duration {
+    // The third failure is the last free one: the wait after it is `base`.
+    match in_a_row.checked_sub(FREE_FAILURES) {
         None => Duration::ZERO,
         Some(doublings) => {
-            let secs = 1u64.checked_shl(doublings).unwrap_or(u64::MAX);
-            Duration::from_secs(secs).min(MAX_BACKOFF)
+            let factor = 1u32.checked_shl(doublings).unwrap_or(u32::MAX);
+            base.saturating_mul(factor).min(MAX_BACKOFF)
         }
     }
 }
@@ -68,6 +70,15 @@ fn lock(failures: &Mutex<Failures>) -> MutexGuard<'_, Failures> {
 }
 
 impl UnsealGuard {
+    /// A guard whose first wait, after [`FREE_FAILURES`], is `base`.
+    pub fn new(base: Duration) -> Self {
+        Self {
+            running: Arc::new(Semaphore::new(1)),
+            failures: Arc::new(Mutex::new(Failures::default())),
+            base,
+        }
+    }
+
     /// Starts an attempt at `now`, unless another one runs or the last failures ask
     /// for a wait. The attempt holds the guard until it is settled or dropped.
     pub fn try_begin(&self, now: Instant) -> Result<Attempt, Refusal> {
@@ -84,6 +95,7 @@ impl UnsealGuard {
         }
         Ok(Attempt {
             failures: Arc::clone(&self.failures),
+            base: self.base,
             _permit: permit,
         })
     }
@@ -99,6 +111,7 @@ impl UnsealGuard {
 #[derive(Debug)]
 pub struct Attempt {
     failures: Arc<Mutex<Failures>>,
+    base: Duration,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -116,7 +129,7 @@ impl Attempt {
     pub fn failed(self, now: Instant) -> Failed {
         let mut failures = lock(&self.failures);
         failures.in_a_row = failures.in_a_row.saturating_add(1);
-        let wait = backoff(failures.in_a_row);
+        let wait = backoff(failures.in_a_row, self.base);
         failures.not_before = (!wait.is_zero()).then(|| now + wait);
         Failed {
             in_a_row: failures.in_a_row,
@@ -139,9 +152,14 @@ mod tests {
 
     #[test]
     fn the_wait_doubles_after_the_free_failures() {
-        let waits: Vec<u64> = (0..=11).map(|n| backoff(n).as_secs()).collect();
+        let second = Duration::from_secs(1);
+        let waits: Vec<u64> = (0..=11).map(|n| backoff(n, second).as_secs()).collect();
+        // Three failures are free: the wait begins after the third.
         assert_eq!(waits, [0, 0, 0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX, second), MAX_BACKOFF);
+        let short = Duration::from_millis(100);
+        assert_eq!(backoff(FREE_FAILURES, short), short);
+        assert_eq!(backoff(FREE_FAILURES + 2, short), short * 4);
     }
 
     #[test]
