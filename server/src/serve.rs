@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::grants::clock::{Clock, SystemClock as GrantsClock};
 use crate::identity::{ApiKeyStore, Authenticator, JwksVerifier};
 use crate::kernel::{self, BOOTSTRAP_KEY_FILE};
-use crate::ledger_api::ledger_routes;
+use crate::ledger_api::kernel_ledger_routes;
 use crate::metrics::Metrics;
 use crate::state::{AppState, RESERVED_TYPES};
 use crate::vault::{files, Vault};
@@ -218,7 +218,7 @@ async fn open_unsealed(
     record_start(&state, &verifier_key, unsealed).await?;
     tracing::info!(verifier_key = %verifier_key, "ledger open");
     let router =
-        crate::routes::router(Arc::clone(&state), ledger_routes(Arc::clone(&ledger_store)));
+        crate::routes::router(Arc::clone(&state), kernel_ledger_routes(Arc::clone(&state)));
     Ok(Opened {
         state,
         router,
