@@ -136,6 +136,9 @@ fn a_signed_break_glass_over_the_cli_verifies_offline() {
         &format!("{}/ledger", kernel.server().base),
         &"--key",
         &key,
+        // Entry bundles are read with a token that may read the whole ledger.
+        &"--token",
+        &kernel.admin,
         &"--json",
     ])
     .ok();
