@@ -65,6 +65,9 @@ pub async fn decide(
     };
     let facts = grants::facts::facts(state, principal, &body.action, &request.resource).await?;
     facts.apply(snapshot, &mut request)?;
+    if crate::membership::APPROVING_ACTIONS.contains(&body.action.as_str()) {
+        crate::membership::apply_made_by(state, principal, &mut request.context)?;
+    }
     let decision = snapshot.decide_with_parents(&request, &facts.parents()?)?;
     let draft = decision_entry(principal, &request, &decision);
     Ok(Decided {

@@ -246,6 +246,58 @@ pub fn note_onboarded(state: &AppState, subject: &str, giver: &Principal) -> Res
     Ok(())
 }
 
+/// Actions that approve someone's work: the kernel tells policy who recently made
+/// the principal a member (`context.made_by`).
+pub const APPROVING_ACTIONS: [&str; 1] = ["workitem.approve"];
+
+/// The Users who created `principal` or gave it a role within the cooldown,
+/// newest record per maker.
+fn recent_makers(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Vec<PrincipalEntity>, ApiError> {
+    let prefix = format!("{}\u{1f}", principal.entity());
+    let cooldown_ms =
+        u64::try_from(state.grants.config.new_member_cooldown.as_millis()).unwrap_or(u64::MAX);
+    let now = state.grants.now().0;
+    let mut makers = Vec::new();
+    for item in state.grants.onboarded.scan_prefix(prefix.as_bytes()) {
+        let (key, value) =
+            item.map_err(|error| ApiError::internal("reading who made a member", &error))?;
+        let at = <[u8; 8]>::try_from(value.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| ApiError::internal("reading who made a member", &"malformed"))?;
+        if now >= at.saturating_add(cooldown_ms) {
+            continue;
+        }
+        let maker = key
+            .get(prefix.len()..)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .and_then(|text| PrincipalEntity::from_str(text).ok());
+        if let Some(maker) = maker.filter(|m| m.kind() == PrincipalKind::User) {
+            makers.push(maker);
+        }
+    }
+    Ok(makers)
+}
+
+/// Sets `context.made_by` (a kernel fact; a caller's is refused before this).
+pub fn apply_made_by(
+    state: &AppState,
+    principal: &Principal,
+    context: &mut Value,
+) -> Result<(), ApiError> {
+    let makers = recent_makers(state, principal)?;
+    if let Some(context) = context.as_object_mut() {
+        let set: Vec<Value> = makers
+            .iter()
+            .map(|m| json!({"__entity": {"type": m.kind().as_str(), "id": m.id()}}))
+            .collect();
+        context.insert("made_by".into(), Value::Array(set));
+    }
+    Ok(())
+}
+
 /// Refuses an approval by `approver` of what `asker` asked for while the
 /// approver is new: `asker` created it or gave it a role within the cooldown.
 pub fn check_cooldown(state: &AppState, approver: &Principal, asker: &str) -> Result<(), ApiError> {

@@ -321,6 +321,10 @@ pub fn context_of(body: &AuthorizeBody) -> Result<Value, ApiError> {
             "kernel_fact_in_context",
             "`context.consent` is the kernel's to say: it gives a live consent that covers the request",
         )),
+        Some(Value::Object(map)) if map.contains_key("made_by") => Err(ApiError::bad_request(
+            "kernel_fact_in_context",
+            "`context.made_by` is the kernel's to say: who recently made the principal a member",
+        )),
         Some(Value::Object(map)) => Ok(Value::Object(map.clone())),
         Some(_) => Err(ApiError::unprocessable(
             "invalid_context",

@@ -154,6 +154,41 @@ async fn an_admin_cannot_make_a_puppet_owner_nor_act_through_one() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Nor does the puppet approve bob's work: policy sees `context.made_by`.
+    let work = json!({"uid": {"type": "WorkItem", "id": "w-bob"}, "attrs": {"workspace": {"type": "Workspace", "id": "acme"}, "submitter_user": {"type": "User", "id": "bob"}}, "parents": []});
+    let (status, body) = put(&kernel, "alice", work).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer = kernel
+        .authorize("bob2", "workitem.approve", ("WorkItem", "w-bob"))
+        .await;
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert_eq!(
+        answer["reasons"],
+        json!(["sod-new-member-cannot-approve-maker"])
+    );
+    let answer = kernel
+        .authorize("erin", "workitem.approve", ("WorkItem", "w-bob"))
+        .await;
+    assert_eq!(answer["decision"], "allow", "{answer}");
+    // The fact is the kernel's: a caller cannot say who made it.
+    let (status, body) = kernel
+        .call(
+            "bob2",
+            "POST",
+            "/v1/authorize",
+            Some(json!({"action": "workitem.approve", "resource": {"type": "WorkItem", "id": "w-bob"}, "context": {"made_by": []}})),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, Some("kernel_fact_in_context"))
+    );
+    kernel.clock.advance(DAY + MINUTE);
+    let answer = kernel
+        .authorize("bob2", "workitem.approve", ("WorkItem", "w-bob"))
+        .await;
+    assert_eq!(answer["decision"], "allow", "after the cooldown: {answer}");
 }
 
 #[tokio::test]
