@@ -230,6 +230,7 @@ pub async fn put_entity(
         ));
     }
     let uid = state.engine.check_entity(&entity)?;
+    membership::check_member_uid(&uid)?;
     refuse_self(&principal, &uid)?;
     if matches!(
         entity_type(&uid),
@@ -437,6 +438,10 @@ pub async fn create_api_key(
         ))
         .with_code("not_under_elevation"));
     }
+    if subject.kind() == PrincipalKind::Agent {
+        // Whoever mints an Agent's key can act as it: never its approver.
+        membership::note_onboarded(&state, &subject.entity().to_string(), &caller)?;
+    }
     let now = crate::unix_now_ms();
     let (record, secret) = state
         .auth
@@ -496,6 +501,33 @@ pub async fn list_api_keys(
     Ok(Json(json!({"keys": keys})))
 }
 
+/// Another User's key is revoked only by an owner of its workspace (standing role)
+/// or an operator: an admin who could revoke the owners' keys, which only they or an
+/// operator can mint again, could lock every owner out.
+fn refuse_revoking_a_users_key(
+    state: &AppState,
+    caller: &Principal,
+    subject: &Principal,
+) -> Result<(), ApiError> {
+    if subject.kind() != PrincipalKind::User
+        || caller.kind() == PrincipalKind::Operator
+        || caller.entity() == subject.entity()
+    {
+        return Ok(());
+    }
+    let snapshot = state.engine.snapshot();
+    let owner = snapshot
+        .entity_json(&caller.entity().to_string())
+        .is_some_and(|stored| membership::roles(stored).contains("owner"));
+    if owner {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "another User's API key is revoked by an owner of its workspace or an operator",
+    )
+    .with_code("user_keys_owner_revokes"))
+}
+
 pub async fn revoke_api_key(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -511,6 +543,7 @@ pub async fn revoke_api_key(
     if scope.is_some() && record.principal.workspace() != scope.as_ref() {
         return Err(ApiError::not_found("no such api key"));
     }
+    refuse_revoking_a_users_key(&state, &caller, &record.principal)?;
     // Anyone may revoke its own keys; other keys are managed by admins.
     let action =
         if caller.kind() == PrincipalKind::User && record.principal.entity() == caller.entity() {

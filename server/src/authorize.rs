@@ -16,7 +16,7 @@ use writ_pdp::{Decision, DecisionRequest, Snapshot};
 
 use crate::error::ApiError;
 use crate::grants::{self, facts::Facts, facts::APPROVAL};
-use crate::identity::Principal;
+use crate::identity::{Principal, PrincipalKind};
 use crate::request::{context_of, refuse_identity_fields, target, AuthorizeBody};
 use crate::state::{actor_and_workspace, principal_uid, AppState, Shared};
 
@@ -41,6 +41,7 @@ pub async fn decide(
     principal: &Principal,
     body: &AuthorizeBody,
 ) -> Result<Decided, ApiError> {
+    refuse_auditor(principal)?;
     check_principal_entity(snapshot, principal)?;
     if body.action.len() > 256 {
         return Err(ApiError::unprocessable(
@@ -75,6 +76,18 @@ pub async fn decide(
         draft,
         facts,
     })
+}
+
+/// An Auditor reads the ledger and does nothing else: it asks for no decision and
+/// reports no outcome, so nothing it does is written to the ledger it reads.
+fn refuse_auditor(principal: &Principal) -> Result<(), ApiError> {
+    if principal.kind() == PrincipalKind::Auditor {
+        return Err(
+            ApiError::forbidden("an auditor reads the ledger and asks for no decision")
+                .with_code("auditor_read_only"),
+        );
+    }
+    Ok(())
 }
 
 /// A principal acts only as the entity its token names, in the workspace its token
@@ -303,6 +316,7 @@ pub async fn outcome(
     body: crate::routes::JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers)?;
+    refuse_auditor(&principal)?;
     let body: OutcomeBody = parse_body(body.0)?;
     if !matches!(body.status.as_str(), "succeeded" | "failed" | "abandoned") {
         return Err(ApiError::unprocessable(

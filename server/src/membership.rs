@@ -115,10 +115,23 @@ pub fn changes(old: Option<&Value>, new: Option<&Value>) -> Vec<RoleChange> {
     out
 }
 
-/// Whether `uid` is a User or Agent: an entity that can hold roles and act.
+/// Whether `uid` (Cedar's text form) is of type User or Agent: an entity that can
+/// hold roles and act.
 pub fn is_member(uid: &str) -> bool {
-    PrincipalEntity::from_str(uid)
-        .is_ok_and(|e| matches!(e.kind(), PrincipalKind::User | PrincipalKind::Agent))
+    uid.starts_with("User::\"") || uid.starts_with("Agent::\"")
+}
+
+/// Refuses a User or Agent whose id no token could ever name (unprintable, too
+/// long): it would hold roles that no role decision covered and count as an owner
+/// nobody can be.
+pub fn check_member_uid(uid: &str) -> Result<(), ApiError> {
+    if is_member(uid) && PrincipalEntity::from_str(uid).is_err() {
+        return Err(ApiError::unprocessable(
+            "invalid_entity_uid",
+            "a User's or Agent's id is printable text of at most 256 bytes",
+        ));
+    }
+    Ok(())
 }
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -160,7 +173,7 @@ pub async fn authorize(
         decide_standing(state, giver, change.direction.action(), &entity)
             .await
             .map_err(|error| {
-                if last_owner {
+                if last_owner && error.status == axum::http::StatusCode::FORBIDDEN {
                     ApiError::forbidden(format!(
                         "`{subject}` is the last owner of `{}`; make someone else owner first",
                         change.workspace
@@ -234,15 +247,53 @@ fn onboarded_key(subject: &str, giver: &str) -> String {
 /// Notes that `giver` created `subject` or gave it a role now. Stored (and
 /// flushed) before the change is recorded: a failed note changes nothing, a note
 /// whose change then fails only delays an approval.
+///
+/// A giver that is itself new passes its own makers on: a member made by someone
+/// that owner O just made counts as made by O too, so a chain of puppets is no
+/// shorter way around the cooldown.
 pub fn note_onboarded(state: &AppState, subject: &str, giver: &Principal) -> Result<(), ApiError> {
-    let now = state.grants.now();
+    let now = state.grants.now().0.to_be_bytes();
     let tree = &state.grants.onboarded;
-    tree.insert(
-        onboarded_key(subject, &giver.entity().to_string()).as_bytes(),
-        &now.0.to_be_bytes(),
-    )
-    .and_then(|_| tree.flush())
-    .map_err(|error| ApiError::internal("storing who made a member", &error))?;
+    let mut makers = vec![giver.entity().to_string()];
+    makers.extend(
+        recent_makers(state, &giver.entity().to_string())?
+            .iter()
+            .map(ToString::to_string),
+    );
+    for maker in makers {
+        tree.insert(onboarded_key(subject, &maker).as_bytes(), &now)
+            .map_err(|error| ApiError::internal("storing who made a member", &error))?;
+    }
+    tree.flush()
+        .map_err(|error| ApiError::internal("storing who made a member", &error))?;
+    Ok(())
+}
+
+/// Refuses an approval by `approver` of a gate an Agent asked for (or work it
+/// submitted) when the approver created that Agent, gave it a role, or minted a key
+/// for it, at any time: whoever holds an Agent's key is its second pair of hands,
+/// never its second pair of eyes.
+pub fn check_not_agent_maker(
+    state: &AppState,
+    approver: &Principal,
+    asker: &str,
+) -> Result<(), ApiError> {
+    if !asker.starts_with("Agent::\"") {
+        return Ok(());
+    }
+    let approver_uid = approver.entity().to_string();
+    let made = state
+        .grants
+        .onboarded
+        .contains_key(onboarded_key(asker, &approver_uid).as_bytes())
+        .map_err(|error| ApiError::internal("reading who made a member", &error))?;
+    if made {
+        return Err(ApiError::forbidden(format!(
+            "`{approver_uid}` created `{asker}`, gave it a role or minted a key for it, so \
+             someone else approves what it asks for"
+        ))
+        .with_code("agent_maker"));
+    }
     Ok(())
 }
 
@@ -252,11 +303,8 @@ pub const APPROVING_ACTIONS: [&str; 1] = ["workitem.approve"];
 
 /// The Users who created `principal` or gave it a role within the cooldown,
 /// newest record per maker.
-fn recent_makers(
-    state: &AppState,
-    principal: &Principal,
-) -> Result<Vec<PrincipalEntity>, ApiError> {
-    let prefix = format!("{}\u{1f}", principal.entity());
+fn recent_makers(state: &AppState, subject: &str) -> Result<Vec<PrincipalEntity>, ApiError> {
+    let prefix = format!("{subject}\u{1f}");
     let cooldown_ms =
         u64::try_from(state.grants.config.new_member_cooldown.as_millis()).unwrap_or(u64::MAX);
     let now = state.grants.now().0;
@@ -287,7 +335,7 @@ pub fn apply_made_by(
     principal: &Principal,
     context: &mut Value,
 ) -> Result<(), ApiError> {
-    let makers = recent_makers(state, principal)?;
+    let makers = recent_makers(state, &principal.entity().to_string())?;
     if let Some(context) = context.as_object_mut() {
         let set: Vec<Value> = makers
             .iter()

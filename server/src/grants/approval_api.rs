@@ -267,9 +267,9 @@ async fn decide_gate(
     }
     if approve {
         // A member who asked or submitted just made may not vouch for the request.
-        crate::membership::check_cooldown(&state, &principal, &gate.requester.uid_text())?;
-        if let Some(submitter) = &gate.submitter {
-            crate::membership::check_cooldown(&state, &principal, &submitter.uid_text())?;
+        for asker in std::iter::once(&gate.requester).chain(gate.submitter.as_ref()) {
+            crate::membership::check_cooldown(&state, &principal, &asker.uid_text())?;
+            crate::membership::check_not_agent_maker(&state, &principal, &asker.uid_text())?;
         }
     }
     let _steps = state.grants.steps.lock().await;

@@ -346,3 +346,143 @@ async fn unknown_and_foreign_principals_get_one_answer() {
     assert_eq!(code(&foreign), code(&unknown));
     assert_eq!(code(&unknown), Some("unknown_principal"));
 }
+
+#[tokio::test]
+async fn whoever_minted_an_agents_key_never_approves_what_it_asks() {
+    let kernel = Kernel::start().await;
+    // bob, an admin, mints a key for the agent bot and has it ask for a held action.
+    let (status, minted) = mint(&kernel, "bob", "Agent::\"bot\"").await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let puppet = minted["key"].as_str().unwrap().to_owned();
+    let (status, held) = kernel
+        .call_as(
+            &puppet,
+            "POST",
+            "/v1/authorize",
+            Some(json!({"action": "integration.write", "resource": {"type": "Integration", "id": "gh"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+    assert_eq!(held["obligations"], json!(["approval"]), "{held}");
+    let (status, gate) = kernel
+        .call_as(
+            &puppet,
+            "POST",
+            "/v1/approvals",
+            Some(json!({"decision_id": held["decision_id"], "reason": "sync"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{gate}");
+    let path = format!("/v1/approvals/{}/approve", gate["id"].as_str().unwrap());
+    let (status, body) = kernel.call("bob", "POST", &path, Some(json!({}))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("agent_maker")),
+        "{body}"
+    );
+    // Long after, still not: the minter may hold the key for good.
+    kernel.clock.advance(2 * DAY);
+    let (status, held) = kernel
+        .call_as(
+            &puppet,
+            "POST",
+            "/v1/authorize",
+            Some(json!({"action": "integration.write", "resource": {"type": "Integration", "id": "gh"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+    let (status, gate) = kernel
+        .call_as(
+            &puppet,
+            "POST",
+            "/v1/approvals",
+            Some(json!({"decision_id": held["decision_id"], "reason": "sync"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{gate}");
+    let path = format!("/v1/approvals/{}/approve", gate["id"].as_str().unwrap());
+    let (status, body) = kernel.call("bob", "POST", &path, Some(json!({}))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("agent_maker")),
+        "{body}"
+    );
+    // Someone who did not make it approves.
+    let (status, body) = kernel.call("erin", "POST", &path, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_chain_of_new_members_is_no_way_around_the_cooldown() {
+    let mut kernel = Kernel::start().await;
+    // alice makes olive an owner; olive at once makes pat an admin.
+    let (status, _) = put(&kernel, "alice", user("olive", "acme", &["owner"])).await;
+    assert_eq!(status, StatusCode::OK);
+    kernel.mint("User::\"olive\"", "acme").await;
+    let (status, body) = put(&kernel, "olive", user("pat", "acme", &["admin"])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    kernel.mint("User::\"pat\"", "acme").await;
+    let request = break_glass(&kernel, "alice").await;
+    let (status, body) = approve_break_glass(&kernel, "pat", &request).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("new_member_cooldown")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn admins_do_not_revoke_owners_keys_and_ghost_members_are_refused() {
+    let kernel = Kernel::start().await;
+    let keys = kernel.call("alice", "GET", "/v1/apikeys", None).await.1;
+    let alices = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["principal"] == "User::\"alice\"")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = kernel
+        .call("bob", "DELETE", &format!("/v1/apikeys/{alices}"), None)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("user_keys_owner_revokes")),
+        "{body}"
+    );
+    // A member no token could name would hold roles no decision covered.
+    let ghost = user("mallory\u{200b}", "acme", &["owner"]);
+    let (status, body) = put(&kernel, "bob", ghost).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_entity_uid")),
+        "{body}"
+    );
+    // An auditor asks for no decision and reports no outcome.
+    let operator = kernel.operator.clone();
+    let (status, minted) = kernel
+        .call_as(
+            &operator,
+            "POST",
+            "/v1/apikeys",
+            Some(json!({"principal": "Auditor::\"ada\""})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let before = kernel.ledger().len();
+    let (status, body) = kernel
+        .call_as(
+            minted["key"].as_str().unwrap(),
+            "POST",
+            "/v1/authorize",
+            Some(json!({"action": "read", "resource": {"type": "WorkItem", "id": "w1"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, Some("auditor_read_only"))
+    );
+    assert_eq!(kernel.ledger().len(), before, "nothing recorded");
+}
