@@ -54,17 +54,8 @@ impl GrantsSection {
     /// The rules, over the defaults; refuses zero approvals and zero durations.
     pub fn resolve(&self) -> Result<GrantsConfig, ConfigError> {
         let defaults = GrantsConfig::default();
-        let duration = |name: &str, text: &Option<String>, default: Duration| match text {
-            None => Ok(default),
-            Some(text) => match humantime::parse_duration(text) {
-                Ok(parsed) if !parsed.is_zero() => Ok(parsed),
-                Ok(_) => Err(ConfigError::Invalid {
-                    reason: format!("`grants.{name}` must be longer than zero"),
-                }),
-                Err(error) => Err(ConfigError::Invalid {
-                    reason: format!("`grants.{name}` is not a duration like `30m`: {error}"),
-                }),
-            },
+        let duration = |name: &str, text: &Option<String>, default: Duration| {
+            config_duration("grants", name, text.as_deref(), default, Duration::MAX)
         };
         let approvals = self
             .break_glass_approvals
@@ -136,17 +127,8 @@ impl HttpSection {
     /// The limits, over the defaults; refuses zero durations and zero connections.
     pub fn resolve(&self) -> Result<EdgeLimits, ConfigError> {
         let defaults = EdgeLimits::default();
-        let duration = |name: &str, text: &Option<String>, default: Duration| match text {
-            None => Ok(default),
-            Some(text) => match humantime::parse_duration(text) {
-                Ok(parsed) if !parsed.is_zero() && parsed <= MAX_HTTP_TIMEOUT => Ok(parsed),
-                Ok(_) => Err(ConfigError::Invalid {
-                    reason: format!("`http.{name}` is longer than zero and at most 1h"),
-                }),
-                Err(error) => Err(ConfigError::Invalid {
-                    reason: format!("`http.{name}` is not a duration like `5s`: {error}"),
-                }),
-            },
+        let duration = |name: &str, text: &Option<String>, default: Duration| {
+            config_duration("http", name, text.as_deref(), default, MAX_HTTP_TIMEOUT)
         };
         let max_connections = self.max_connections.unwrap_or(defaults.max_connections);
         if max_connections == 0 || max_connections > MAX_CONNECTIONS {
@@ -210,6 +192,35 @@ impl VaultSection {
 
 /// The shortest `vault.unseal_backoff_base`.
 const MIN_UNSEAL_BACKOFF_BASE: Duration = Duration::from_millis(100);
+
+/// A humantime duration of the config file (`30m`, `5s`): `default` when absent,
+/// refused when zero or longer than `max`.
+fn config_duration(
+    section: &str,
+    name: &str,
+    text: Option<&str>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    match humantime::parse_duration(text) {
+        Ok(parsed) if !parsed.is_zero() && parsed <= max => Ok(parsed),
+        Ok(_) if max == Duration::MAX => Err(ConfigError::Invalid {
+            reason: format!("`{section}.{name}` must be longer than zero"),
+        }),
+        Ok(_) => Err(ConfigError::Invalid {
+            reason: format!(
+                "`{section}.{name}` is longer than zero and at most {}",
+                humantime::format_duration(max)
+            ),
+        }),
+        Err(error) => Err(ConfigError::Invalid {
+            reason: format!("`{section}.{name}` is not a duration like `30s`: {error}"),
+        }),
+    }
+}
 
 /// The longest timeout of the `[http]` section.
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);

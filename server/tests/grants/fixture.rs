@@ -114,18 +114,7 @@ impl Kernel {
             ("Agent::\"bot\"", "acme"),
             ("Agent::\"helper\"", "acme"),
         ] {
-            let (status, body) = self
-                .call_as(
-                    &operator,
-                    "POST",
-                    "/v1/apikeys",
-                    Some(json!({"principal": principal, "workspace": workspace})),
-                )
-                .await;
-            assert_eq!(status, StatusCode::CREATED, "{body}");
-            let name = principal.split('"').nth(1).unwrap().to_owned();
-            self.keys
-                .insert(name, body["key"].as_str().unwrap().to_owned());
+            self.mint(principal, workspace).await;
         }
     }
 

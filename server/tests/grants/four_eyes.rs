@@ -347,16 +347,12 @@ async fn unknown_and_foreign_principals_get_one_answer() {
     assert_eq!(code(&unknown), Some("unknown_principal"));
 }
 
-#[tokio::test]
-async fn whoever_minted_an_agents_key_never_approves_what_it_asks() {
-    let kernel = Kernel::start().await;
-    // bob, an admin, mints a key for the agent bot and has it ask for a held action.
-    let (status, minted) = mint(&kernel, "bob", "Agent::\"bot\"").await;
-    assert_eq!(status, StatusCode::CREATED, "{minted}");
-    let puppet = minted["key"].as_str().unwrap().to_owned();
+/// A held `integration.write` by `token` and the gate it opens on it: the path that
+/// approves the gate.
+async fn held_gate(kernel: &Kernel, token: &str) -> String {
     let (status, held) = kernel
         .call_as(
-            &puppet,
+            token,
             "POST",
             "/v1/authorize",
             Some(json!({"action": "integration.write", "resource": {"type": "Integration", "id": "gh"}})),
@@ -366,14 +362,24 @@ async fn whoever_minted_an_agents_key_never_approves_what_it_asks() {
     assert_eq!(held["obligations"], json!(["approval"]), "{held}");
     let (status, gate) = kernel
         .call_as(
-            &puppet,
+            token,
             "POST",
             "/v1/approvals",
             Some(json!({"decision_id": held["decision_id"], "reason": "sync"})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{gate}");
-    let path = format!("/v1/approvals/{}/approve", gate["id"].as_str().unwrap());
+    format!("/v1/approvals/{}/approve", gate["id"].as_str().unwrap())
+}
+
+#[tokio::test]
+async fn whoever_minted_an_agents_key_never_approves_what_it_asks() {
+    let kernel = Kernel::start().await;
+    // bob, an admin, mints a key for the agent bot and has it ask for a held action.
+    let (status, minted) = mint(&kernel, "bob", "Agent::\"bot\"").await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let puppet = minted["key"].as_str().unwrap().to_owned();
+    let path = held_gate(&kernel, &puppet).await;
     let (status, body) = kernel.call("bob", "POST", &path, Some(json!({}))).await;
     assert_eq!(
         (status, code(&body)),
@@ -382,25 +388,7 @@ async fn whoever_minted_an_agents_key_never_approves_what_it_asks() {
     );
     // Long after, still not: the minter may hold the key for good.
     kernel.clock.advance(2 * DAY);
-    let (status, held) = kernel
-        .call_as(
-            &puppet,
-            "POST",
-            "/v1/authorize",
-            Some(json!({"action": "integration.write", "resource": {"type": "Integration", "id": "gh"}})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{held}");
-    let (status, gate) = kernel
-        .call_as(
-            &puppet,
-            "POST",
-            "/v1/approvals",
-            Some(json!({"decision_id": held["decision_id"], "reason": "sync"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{gate}");
-    let path = format!("/v1/approvals/{}/approve", gate["id"].as_str().unwrap());
+    let path = held_gate(&kernel, &puppet).await;
     let (status, body) = kernel.call("bob", "POST", &path, Some(json!({}))).await;
     assert_eq!(
         (status, code(&body)),
