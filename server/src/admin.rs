@@ -243,7 +243,7 @@ pub async fn put_entity(
     }
     let scope = principal.workspace().cloned();
     // Held until the change is stored: the roles read here are the roles changed.
-    let _membership = membership::lock().await;
+    let _membership = membership::lock(&state).await;
     let existing = state.engine.snapshot().entity_json(&uid).cloned();
     if let Some(workspace) = &scope {
         let existing_ok = existing
@@ -274,7 +274,7 @@ pub async fn put_entity(
         .iter()
         .any(|c| c.direction == membership::Direction::Assign);
     if membership::is_member(&uid) && (existing.is_none() || gives) {
-        membership::note_onboarded(&state, &uid, &principal)?;
+        membership::note_onboarded(&state, &uid, &principal).await?;
     }
     membership::record(&state, &principal, &uid, &role_changes).await?;
     let mut fields = Map::new();
@@ -301,7 +301,7 @@ pub async fn delete_entity(
     let uid = canonical_uid(&uid)?;
     refuse_self(&principal, &uid)?;
     let scope = principal.workspace().cloned();
-    let _membership = membership::lock().await;
+    let _membership = membership::lock(&state).await;
     let snapshot = state.engine.snapshot();
     let existing = snapshot
         .entity_json(&uid)
@@ -440,7 +440,7 @@ pub async fn create_api_key(
     }
     if subject.kind() == PrincipalKind::Agent {
         // Whoever mints an Agent's key can act as it: never its approver.
-        membership::note_onboarded(&state, &subject.entity().to_string(), &caller)?;
+        membership::note_onboarded(&state, &subject.entity().to_string(), &caller).await?;
     }
     let now = crate::unix_now_ms();
     let (record, secret) = state

@@ -134,18 +134,16 @@ pub fn check_member_uid(uid: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Held from reading a subject's roles until its change is stored, so that two
 /// removals never each count the other's owner and leave a workspace with none.
 #[derive(Debug)]
-pub struct MembershipLock(
-    #[expect(dead_code, reason = "held for its drop")] tokio::sync::MutexGuard<'static, ()>,
+pub struct MembershipLock<'a>(
+    #[expect(dead_code, reason = "held for its drop")] tokio::sync::MutexGuard<'a, ()>,
 );
 
-/// Takes the membership lock (one entity change at a time).
-pub async fn lock() -> MembershipLock {
-    MembershipLock(SERIAL.lock().await)
+/// Takes the kernel's membership lock (one entity change at a time).
+pub async fn lock(state: &AppState) -> MembershipLock<'_> {
+    MembershipLock(state.grants.membership.lock().await)
 }
 
 /// Decides every role change of `subject` on the giver's standing roles and
@@ -251,7 +249,11 @@ fn onboarded_key(subject: &str, giver: &str) -> String {
 /// A giver that is itself new passes its own makers on: a member made by someone
 /// that owner O just made counts as made by O too, so a chain of puppets is no
 /// shorter way around the cooldown.
-pub fn note_onboarded(state: &AppState, subject: &str, giver: &Principal) -> Result<(), ApiError> {
+pub async fn note_onboarded(
+    state: &AppState,
+    subject: &str,
+    giver: &Principal,
+) -> Result<(), ApiError> {
     let now = state.grants.now().0.to_be_bytes();
     let tree = &state.grants.onboarded;
     let mut makers = vec![giver.entity().to_string()];
@@ -264,7 +266,8 @@ pub fn note_onboarded(state: &AppState, subject: &str, giver: &Principal) -> Res
         tree.insert(onboarded_key(subject, &maker).as_bytes(), &now)
             .map_err(|error| ApiError::internal("storing who made a member", &error))?;
     }
-    tree.flush()
+    tree.flush_async()
+        .await
         .map_err(|error| ApiError::internal("storing who made a member", &error))?;
     Ok(())
 }

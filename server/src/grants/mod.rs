@@ -161,6 +161,8 @@ pub struct Grants {
     /// Who made whom a member: `subject \x1f giver` -> the latest time (ms, big
     /// endian) the giver created the subject or gave it a role.
     pub(crate) onboarded: sled::Tree,
+    /// Serialises entity writes that change members (see `membership::lock`).
+    pub(crate) membership: tokio::sync::Mutex<()>,
 }
 
 fn load<T: DeserializeOwned>(tree: &sled::Tree) -> anyhow::Result<BTreeMap<String, T>> {
@@ -207,6 +209,7 @@ impl Grants {
             consents,
             signing_keys: state_db.open_tree("signing_keys")?,
             onboarded: state_db.open_tree("grants.onboarded")?,
+            membership: tokio::sync::Mutex::new(()),
         })
     }
 
