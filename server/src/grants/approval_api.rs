@@ -208,6 +208,7 @@ pub async fn open(
     let by = Ender {
         actor: gate.requester.uid_text(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     let entry = record_step(&state, "approval.requested", &by, fields).await?;
     gate.entries.insert("requested".into(), entry);
@@ -307,6 +308,7 @@ async fn decide_gate(
     let by = Ender {
         actor: who.clone(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     let entry = record_step(&state, kind, &by, fields).await?;
     gate.decided = Some(Sign {

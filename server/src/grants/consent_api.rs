@@ -305,6 +305,7 @@ pub async fn grant(
     let by = Ender {
         actor: consent.grantor.uid_text(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     let _steps = state.grants.steps.lock().await;
     let entry = record_step(&state, "consent.granted", &by, fields).await?;
@@ -350,6 +351,7 @@ pub async fn revoke(
     let by = Ender {
         actor: revoker.uid_text(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     // Waits for decisions relying on it to be recorded; the next is made without it.
     let _ending = state.grants.transitions.write().await;

@@ -173,6 +173,7 @@ pub async fn request(
     let by = Ender {
         actor: elevation.requester.uid_text(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     // Under the steps lock: no key registration can slip between check and record.
     let _steps = state.grants.steps.lock().await;
@@ -328,6 +329,7 @@ pub async fn approve(
     let by = Ender {
         actor: who.clone(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     let entry = record_step(&state, "break_glass.approved", &by, fields).await?;
     elevation.approvals.push(Sign {
@@ -374,6 +376,7 @@ pub async fn deny(
     let by = Ender {
         actor: denier.uid_text(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     let _ending = state.grants.transitions.write().await;
     let elevation = end_elevation(
@@ -406,6 +409,7 @@ pub async fn revoke(
     let by = Ender {
         actor: revoker.uid_text(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     // Waits for decisions relying on it to be recorded; the next one is made without it.
     let _ending = state.grants.transitions.write().await;
@@ -462,6 +466,7 @@ pub async fn review(
     let by = Ender {
         actor: who.clone(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     let entry = record_step(&state, "break_glass.reviewed", &by, fields).await?;
     elevation.reviewed = true;

@@ -39,6 +39,7 @@ pub async fn register(
     let by = Ender {
         actor: me.uid_text(),
         workspace,
+        credential: principal.credential().cloned(),
     };
     let _steps = state.grants.steps.lock().await;
     let entry = record_step(&state, "signing_key.registered", &by, fields).await?;

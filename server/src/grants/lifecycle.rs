@@ -21,11 +21,13 @@ pub const MAX_NAMED_LEASES: usize = 100;
 /// How often the background task records expiries nobody asked about.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Who ends a grant: a principal (`actor`, `workspace`) or the kernel.
+/// Who takes a grant step: a principal (`actor`, `workspace`, and the credential it
+/// showed, which the step's entry names) or the kernel.
 #[derive(Debug, Clone)]
 pub struct Ender {
     pub actor: String,
     pub workspace: String,
+    pub credential: Option<crate::identity::Credential>,
 }
 
 impl Ender {
@@ -33,6 +35,7 @@ impl Ender {
         Self {
             actor: "writ".to_owned(),
             workspace: workspace.to_owned(),
+            credential: None,
         }
     }
 }
@@ -43,6 +46,10 @@ pub(crate) async fn record_step(
     by: &Ender,
     fields: Map<String, Value>,
 ) -> Result<String, ApiError> {
+    let mut fields = fields;
+    if let Some(credential) = &by.credential {
+        fields.insert("credential".into(), credential.to_json());
+    }
     let receipt = state
         .record(&EntryDraft {
             kind: kind.into(),

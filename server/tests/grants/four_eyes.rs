@@ -222,6 +222,14 @@ async fn an_owner_onboards_a_second_owner_who_approves_after_the_cooldown() {
     let carols = break_glass(&kernel, "carol").await;
     let (status, body) = approve_break_glass(&kernel, "olive", &carols).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Grant steps name the credential that took them, as decisions do.
+    let approved: Vec<Value> = kernel
+        .ledger()
+        .into_iter()
+        .filter(|e| e["kind"] == "break_glass.approved" && e["id"] == carols.as_str())
+        .collect();
+    assert_eq!(approved.len(), 1);
+    assert_eq!(approved[0]["credential"]["type"], "api_key", "{approved:?}");
 
     kernel.clock.advance(DAY + MINUTE);
     let second = break_glass(&kernel, "alice").await;
