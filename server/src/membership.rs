@@ -300,9 +300,16 @@ pub fn check_not_agent_maker(
     Ok(())
 }
 
-/// Actions that approve someone's work: the kernel tells policy who recently made
-/// the principal a member (`context.made_by`).
-pub const APPROVING_ACTIONS: [&str; 1] = ["workitem.approve"];
+/// Actions that approve someone's request or work: the kernel tells policy who
+/// recently made the principal a member (`context.made_by`), so that the deny is a
+/// recorded decision naming its policy. `check_cooldown` says the same again in the
+/// kernel, whatever the policies.
+pub const APPROVING_ACTIONS: [&str; 4] = [
+    "workitem.approve",
+    "break-glass.approve",
+    "break-glass.review",
+    "approval.approve",
+];
 
 /// The Users who created `principal` or gave it a role within the cooldown,
 /// newest record per maker.

@@ -127,13 +127,16 @@ pub async fn decide_recorded(
     entities: Vec<writ_pdp::cedar_policy::Entity>,
     purpose: Option<&str>,
 ) -> Result<Decision, ApiError> {
-    let request = DecisionRequest {
+    let mut request = DecisionRequest {
         principal: principal_uid(principal)?,
         action: writ_pdp::entity_uid("Action", action)?,
         resource: writ_pdp::entity_uid(&resource.kind, &resource.id)?,
         context: json!({}),
         entities,
     };
+    if crate::membership::APPROVING_ACTIONS.contains(&action) {
+        crate::membership::apply_made_by(state, principal, &mut request.context)?;
+    }
     let decision = state.engine.snapshot().decide(&request)?;
     let mut draft: EntryDraft = decision_entry(principal, &request, &decision);
     if let Some(purpose) = purpose {
