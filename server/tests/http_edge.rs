@@ -17,41 +17,12 @@ use serde_json::{json, Value};
 use tower::ServiceExt as _;
 use writ_ledger::store::LedgerStore as _;
 use writ_ledger::LeafIndex;
-use writ_server::config::{FileConfig, HttpSection, Overrides, ServeConfig, VaultSection};
-use writ_server::serve::{open, Opened};
+use writ_server::config::{FileConfig, HttpSection, VaultSection};
 use writ_server::vault::unseal_guard::Refusal;
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    opened: Opened,
-    operator: String,
-}
+mod common;
 
-async fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let made = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || writ_server::kernel::init(&data)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let config = ServeConfig::resolve(
-        FileConfig::default(),
-        Overrides {
-            data_dir: Some(data),
-            ..Overrides::default()
-        },
-    )
-    .unwrap();
-    let opened = open(&config).await.unwrap();
-    Fixture {
-        _tmp: tmp,
-        opened,
-        operator: made.admin_key.expose().to_owned(),
-    }
-}
+use common::{fixture, Fixture};
 
 /// A body that never sends anything and remembers whether it was polled.
 struct Untouched(Arc<AtomicBool>);

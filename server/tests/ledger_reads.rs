@@ -20,8 +20,9 @@ use writ_ledger::store::LedgerStore as _;
 use writ_ledger::tile_reader::tiles_of;
 use writ_ledger::tilepath::TileKind;
 use writ_ledger::{LeafIndex, LogVerifier, TreeSize};
-use writ_server::config::{FileConfig, Overrides, ServeConfig};
-use writ_server::serve::{open, Opened};
+use writ_server::serve::Opened;
+
+mod common;
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -64,24 +65,8 @@ fn user(id: &str, workspace: &str, role: &str) -> Value {
 }
 
 async fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let made = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || writ_server::kernel::init(&data)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let config = ServeConfig::resolve(
-        FileConfig::default(),
-        Overrides {
-            data_dir: Some(data),
-            ..Overrides::default()
-        },
-    )
-    .unwrap();
-    let opened = open(&config).await.unwrap();
+    let base = common::fixture().await;
+    let opened = base.opened;
     // The whole route table, with the kernel's ledger routes (token checks and
     // decisions) mounted, as `serve` mounts them.
     let router = writ_server::routes::router(
@@ -89,10 +74,10 @@ async fn fixture() -> Fixture {
         writ_server::ledger_api::kernel_ledger_routes(Arc::clone(&opened.state)),
     );
     let mut fixture = Fixture {
-        _tmp: tmp,
+        _tmp: base._tmp,
         opened,
         router,
-        operator: made.admin_key.expose().to_owned(),
+        operator: base.operator,
         keys: Default::default(),
     };
     let operator = fixture.operator.clone();

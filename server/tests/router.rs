@@ -7,40 +7,10 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
-use writ_server::config::{FileConfig, Overrides, ServeConfig};
-use writ_server::serve::{open, Opened};
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    opened: Opened,
-    operator: String,
-}
+mod common;
 
-async fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let made = tokio::task::spawn_blocking({
-        let data = data.clone();
-        move || writ_server::kernel::init(&data)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let config = ServeConfig::resolve(
-        FileConfig::default(),
-        Overrides {
-            data_dir: Some(data),
-            ..Overrides::default()
-        },
-    )
-    .unwrap();
-    let opened = open(&config).await.unwrap();
-    Fixture {
-        _tmp: tmp,
-        opened,
-        operator: made.admin_key.expose().to_owned(),
-    }
-}
+use common::{fixture, Fixture};
 
 async fn call(
     fixture: &Fixture,
