@@ -11,59 +11,22 @@ mod common;
 #[path = "common/server.rs"]
 mod server;
 
-use std::io::Read as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::ffi::OsStr;
 
-use common::{verifier_key, Run, WRIT};
+use common::{verifier_key, writ_with_env, Run};
 use serde_json::json;
 use server::Kernel;
 
 /// Runs `writ ledger verify --url URL --key KEY [--token TOKEN]`, with `WRIT_TOKEN`
-/// set to `env_token` or removed, and waits at most a minute.
+/// set to `env_token` or removed.
 fn verify(url: &str, key: &str, token: Option<&str>, env_token: Option<&str>) -> Run {
-    let mut command = Command::new(WRIT);
-    command.args(["ledger", "verify", "--url", url, "--key", key]);
-    if let Some(token) = token {
-        command.args(["--token", token]);
+    let mut args: Vec<&dyn AsRef<OsStr>> =
+        vec![&"ledger", &"verify", &"--url", &url, &"--key", &key];
+    if let Some(token) = &token {
+        args.push(&"--token");
+        args.push(token);
     }
-    command.env_remove("WRIT_TOKEN");
-    if let Some(token) = env_token {
-        command.env("WRIT_TOKEN", token);
-    }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start writ");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).map(|_| text)
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        stderr.read_to_string(&mut text).map(|_| text)
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for writ") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().expect("kill writ");
-            panic!("writ ledger verify --url took over a minute");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        command: format!("writ ledger verify --url {url} --key {key}"),
-        code: status.code(),
-        stdout: out.join().expect("stdout thread").expect("stdout"),
-        stderr: err.join().expect("stderr thread").expect("stderr"),
-    }
+    writ_with_env(&args, &[("WRIT_TOKEN", env_token)])
 }
 
 #[test]

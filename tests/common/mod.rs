@@ -88,14 +88,27 @@ fn truncate(text: &str) -> &str {
 
 /// Runs `writ` with `args` (strings or paths) and waits for it, at most a minute.
 pub(crate) fn writ(args: &[&dyn AsRef<OsStr>]) -> Run {
+    writ_with_env(args, &[])
+}
+
+/// `writ`, with each `(name, value)` set in the environment, or removed where the
+/// value is `None`.
+pub(crate) fn writ_with_env(args: &[&dyn AsRef<OsStr>], env: &[(&str, Option<&str>)]) -> Run {
     let args: Vec<&OsStr> = args.iter().map(|arg| arg.as_ref()).collect();
     let command = std::iter::once(OsStr::new("writ"))
         .chain(args.iter().copied())
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    let mut child = Command::new(WRIT)
-        .args(&args)
+    let mut command_line = Command::new(WRIT);
+    command_line.args(&args);
+    for (name, value) in env {
+        match value {
+            Some(value) => command_line.env(name, value),
+            None => command_line.env_remove(name),
+        };
+    }
+    let mut child = command_line
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
