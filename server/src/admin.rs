@@ -126,7 +126,7 @@ fn refuse_self(principal: &Principal, uid: &str) -> Result<(), ApiError> {
 }
 
 /// The workspace an entity belongs to (`attrs.workspace`), if it names one.
-fn entity_workspace(entity: &Value) -> Option<&str> {
+pub(crate) fn entity_workspace(entity: &Value) -> Option<&str> {
     entity
         .pointer("/attrs/workspace/__entity/id")
         .or_else(|| entity.pointer("/attrs/workspace/id"))

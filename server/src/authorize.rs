@@ -103,11 +103,7 @@ pub(crate) fn check_principal_entity(
     let stored = snapshot.entity_json(&uid).ok_or_else(|| {
         ApiError::forbidden(format!("the principal `{uid}` is not in the entity store"))
     })?;
-    let stored_workspace = stored
-        .pointer("/attrs/workspace/__entity/id")
-        .or_else(|| stored.pointer("/attrs/workspace/id"))
-        .and_then(Value::as_str);
-    if stored_workspace != Some(workspace.as_str()) {
+    if crate::admin::entity_workspace(stored) != Some(workspace.as_str()) {
         return Err(ApiError::forbidden(format!(
             "the token's workspace `{}` is not the workspace of `{uid}`",
             workspace.as_str()

@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
 
+use crate::admin::entity_workspace;
 use crate::error::ApiError;
 use crate::grants::common::decide_standing;
 use crate::identity::{Principal, PrincipalEntity, PrincipalKind};
@@ -71,20 +72,12 @@ pub fn roles(entity: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// The workspace an entity names (`attrs.workspace`), if any.
-fn workspace_of(entity: &Value) -> Option<&str> {
-    entity
-        .pointer("/attrs/workspace/__entity/id")
-        .or_else(|| entity.pointer("/attrs/workspace/id"))
-        .and_then(Value::as_str)
-}
-
 /// What replacing `old` by `new` (either absent) changes in a subject's roles:
 /// removals first, so that a move between workspaces takes every role in the
 /// old one and gives every role in the new one.
 pub fn changes(old: Option<&Value>, new: Option<&Value>) -> Vec<RoleChange> {
     let side = |entity: Option<&Value>| {
-        entity.and_then(|e| workspace_of(e).map(|ws| (ws.to_owned(), roles(e))))
+        entity.and_then(|e| entity_workspace(e).map(|ws| (ws.to_owned(), roles(e))))
     };
     let (old, new) = (side(old), side(new));
     let mut out = Vec::new();
@@ -232,7 +225,7 @@ fn has_other_owner(state: &AppState, subject: &str, workspace: &str) -> bool {
         .list_entities(Some("User"))
         .any(|(uid, entity)| {
             uid != subject
-                && workspace_of(entity) == Some(workspace)
+                && entity_workspace(entity) == Some(workspace)
                 && roles(entity).contains(OWNER)
         })
 }
