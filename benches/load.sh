@@ -27,6 +27,7 @@
 #                         every request (its `Consent` entity is added to each);
 #                         elevation: an approved break-glass elevation of the
 #                         load's principal to `admin` (a User: PRINCIPAL=user)
+#   WRIT_BIN [unset]      a writ binary to measure instead of building this tree
 #   PRINCIPAL [agent;     who makes the load's requests: agent (Agent "runner",
 #     user if elevation]  role agent) or user (User "carol", role viewer); both may
 #                         read WorkItem "w1" on their standing role
@@ -70,7 +71,9 @@ if [[ $grants == elevation && $principal != user ]]; then
 fi
 script=benches/authorize.lua
 target_dir=${CARGO_TARGET_DIR:-target}
-writ="$target_dir/release/writ"
+# WRIT_BIN: a writ binary to measure instead of this tree's release build (for a
+# before-and-after run of two commits on one machine).
+writ=${WRIT_BIN:-$target_dir/release/writ}
 
 if ! command -v wrk >/dev/null; then
     if [[ $(id -u) -ne 0 ]]; then
@@ -81,7 +84,9 @@ if ! command -v wrk >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release --quiet -p writ
+if [[ -z ${WRIT_BIN:-} ]]; then
+    cargo build --release --quiet -p writ
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/writ-load.XXXXXX")
 server_pid=""
